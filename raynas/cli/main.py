@@ -1,0 +1,30 @@
+"""Argument parsing and dispatch. Each command lives in its own module with ``add`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from raynas.cli import space_cmd
+from raynas.errors import RaynasError
+
+COMMANDS: dict[str, ModuleType] = {"space": space_cmd}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raynas", description="Neural architecture search on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        module.add(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command].run(args) or 0)
+    except RaynasError as err:
+        print(f"raynas {args.command}: error: {err}", file=sys.stderr)
+        return 2

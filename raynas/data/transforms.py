@@ -1,0 +1,38 @@
+"""Batch transforms on uint8 tensors: normalise, resize to a child's resolution, augment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def to_model_input(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], resolution: int
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalised float at ``resolution`` x ``resolution`` (bilinear)."""
+    x = images.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    x = (x - m) / s
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random horizontal flip and random crop with zero padding (CIFAR-style), per image."""
+    n, _, h, w = images.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    if pad == 0:
+        return out
+    padded = F.pad(out, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1)).view(n, 1, h, 1).expand(n, images.shape[1], h, w)
+    cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1)).view(n, 1, 1, w).expand(n, images.shape[1], h, w)
+    batch = torch.arange(n).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1]).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]

@@ -1,0 +1,182 @@
+"""Elastic MobileNet supernet (BigNAS / once-for-all): elastic resolution, width, depth,
+kernel and expand ratio, with optional squeeze-excite.
+
+BN layout is a constructor choice (see ``BN_LAYOUTS``): "shared" is BigNAS's top-n BN, the
+"private*" layouts give every block BN one slot per (kernel, expand) choice, so that choices
+which share conv weights still own distinct BN parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from raynas.errors import ConfigError
+from raynas.space import Arch, SearchSpace
+from raynas.space.families.mobilenet import MobileNetSpec, StageSpec
+from raynas.supernet.base import Supernet
+from raynas.supernet.blocks import ClassifierHead, ConvBNAct, InvertedResidual, SqueezeExcite, se_channels
+from raynas.supernet.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
+
+BN_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "shared": (),
+    "private_kernel": ("kernel",),
+    "private_expand": ("expand",),
+    "private": ("kernel", "expand"),
+}
+
+
+class _BlockSlots:
+    """Maps a block's (kernel, expand) choice to its BN slot under a layout."""
+
+    def __init__(self, stage: StageSpec, private: tuple[str, ...]) -> None:
+        axes = [stage.kernel if "kernel" in private else (None,), stage.expand if "expand" in private else (None,)]
+        self.index = {combo: i for i, combo in enumerate(itertools.product(*axes))}
+        self.private = private
+
+    @property
+    def count(self) -> int:
+        return len(self.index)
+
+    def slot(self, kernel: int, expand: int) -> int:
+        return self.index[(kernel if "kernel" in self.private else None, expand if "expand" in self.private else None)]
+
+
+class MobileNetSupernet(Supernet):
+    """BigNAS-style elastic MobileNet. Children are chosen by an ``Arch`` of its space."""
+
+    def __init__(self, space: SearchSpace, num_classes: int, in_channels: int = 3, bn_layout: str = "private") -> None:
+        super().__init__(space, num_classes, in_channels)
+        if bn_layout not in BN_LAYOUTS:
+            raise ConfigError(f"unknown bn_layout {bn_layout!r}; valid layouts: {sorted(BN_LAYOUTS)}")
+        spec: MobileNetSpec = space.spec  # type: ignore[assignment]
+        self.spec = spec
+        self.bn_layout = bn_layout
+        stem_max = spec.stem.width[-1]
+        self.stem = ConvBNAct(
+            ElasticConv2d(in_channels, stem_max, 3, spec.stem.stride), ElasticBatchNorm2d(stem_max), spec.stem.act
+        )
+        self.slots = [_BlockSlots(stage, BN_LAYOUTS[bn_layout]) for stage in spec.stages]
+        self.stages = nn.ModuleList()
+        width_in = stem_max
+        for stage, slots in zip(spec.stages, self.slots):
+            blocks = nn.ModuleList()
+            for j in range(stage.max_depth):
+                blocks.append(self._elastic_block(stage, width_in if j == 0 else stage.width[-1], j, slots.count))
+            self.stages.append(blocks)
+            width_in = stage.width[-1]
+        head_max = spec.head.width[-1]
+        mix = None if spec.head.mix_width is None else ElasticLinear(head_max, spec.head.mix_width, bias=False)
+        features = spec.head.mix_width or head_max
+        self.head = ClassifierHead(
+            ConvBNAct(ElasticConv2d(width_in, head_max, 1), ElasticBatchNorm2d(head_max), spec.head.act),
+            mix, spec.head.act, spec.dropout, ElasticLinear(features, num_classes),
+        )
+
+    @staticmethod
+    def _elastic_block(stage: StageSpec, max_in: int, index: int, slots: int) -> InvertedResidual:
+        stride = stage.stride if index == 0 else 1
+        max_mid = max_in * stage.expand[-1]
+        max_out = stage.width[-1]
+        expand = None
+        if stage.expand[-1] > 1:
+            expand = ConvBNAct(ElasticConv2d(max_in, max_mid, 1), ElasticBatchNorm2d(max_mid, slots), stage.act)
+        depthwise = ConvBNAct(
+            ElasticConv2d(max_mid, max_mid, stage.kernel[-1], stride, depthwise=True),
+            ElasticBatchNorm2d(max_mid, slots), stage.act,
+        )
+        se = None
+        if stage.se:
+            reduced = se_channels(max_mid)
+            se = SqueezeExcite(ElasticConv2d(max_mid, reduced, 1, bias=True), ElasticConv2d(reduced, max_mid, 1, bias=True))
+        project = ConvBNAct(ElasticConv2d(max_mid, max_out, 1), ElasticBatchNorm2d(max_out, slots), "none")
+        return InvertedResidual(expand, depthwise, se, project, stride)
+
+    # --- activation ---------------------------------------------------------------------
+    def _apply_arch(self, arch: Arch) -> None:
+        self.stem.conv.set_active(out_channels=int(arch["stem_width"]))
+        width_in = int(arch["stem_width"])
+        for i, (blocks, slots) in enumerate(zip(self.stages, self.slots)):
+            width = int(arch[f"s{i}_width"])
+            for j in range(int(arch[f"s{i}_depth"])):
+                kernel, expand = int(arch[f"s{i}_b{j}_kernel"]), int(arch[f"s{i}_b{j}_expand"])
+                _activate_block(blocks[j], width_in, width, kernel, expand, slots.slot(kernel, expand))
+                width_in = width
+        self.head.conv.conv.set_active(out_channels=int(arch["head_width"]))
+
+    def _reset_arch(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (ElasticConv2d, ElasticBatchNorm2d)):
+                module.reset_active()
+
+    def _forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        x = self.stem(x)
+        for i, blocks in enumerate(self.stages):
+            for block in blocks[: int(arch[f"s{i}_depth"])]:
+                x = block(x)
+        return self.head(x)
+
+    # --- export -------------------------------------------------------------------------
+    def _export(self, arch: Arch) -> nn.Module:
+        width = int(arch["stem_width"])
+        stem = _export_conv_bn(self.stem, self.in_channels)
+        blocks: list[nn.Module] = []
+        for i, stage in enumerate(self.stages):
+            for block in stage[: int(arch[f"s{i}_depth"])]:
+                blocks.append(_export_block(block, width))
+                width = int(arch[f"s{i}_width"])
+        head_width = int(arch["head_width"])
+        mix = None if self.head.mix is None else self.head.mix.export(head_width)
+        features = head_width if mix is None else mix.out_features
+        head = ClassifierHead(
+            _export_conv_bn(self.head.conv, width), mix, self.spec.head.act, self.head.dropout.p,
+            self.head.classifier.export(features),
+        )
+        return MobileNetChild(stem, nn.Sequential(*blocks), head)
+
+
+class MobileNetChild(nn.Module):
+    """A static child exported from ``MobileNetSupernet``: plain conv, BN and linear layers."""
+
+    def __init__(self, stem: ConvBNAct, blocks: nn.Sequential, head: ClassifierHead) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = blocks
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+def _activate_block(block: InvertedResidual, width_in: int, width: int, kernel: int, expand: int, slot: int) -> None:
+    mid = width_in * expand if block.expand is not None else width_in
+    if block.expand is not None:
+        block.expand.conv.set_active(out_channels=mid)
+        block.expand.bn.set_active(slot=slot)
+    block.depthwise.conv.set_active(out_channels=mid, kernel_size=kernel)
+    block.depthwise.bn.set_active(slot=slot)
+    if block.se is not None:
+        block.se.reduce.set_active(out_channels=se_channels(mid))
+        block.se.expand.set_active(out_channels=mid)
+    block.project.conv.set_active(out_channels=width)
+    block.project.bn.set_active(slot=slot)
+
+
+def _export_conv_bn(layer: ConvBNAct, in_channels: int) -> ConvBNAct:
+    conv = layer.conv.export(in_channels)
+    exported = ConvBNAct(conv, layer.bn.export(conv.out_channels), "none")
+    exported.act = layer.act.__class__()
+    return exported
+
+
+def _export_block(block: InvertedResidual, width_in: int) -> InvertedResidual:
+    expand = None if block.expand is None else _export_conv_bn(block.expand, width_in)
+    mid = width_in if expand is None else expand.conv.out_channels
+    depthwise = _export_conv_bn(block.depthwise, mid)
+    se = None
+    if block.se is not None:
+        reduce = block.se.reduce.export(mid)
+        se = SqueezeExcite(reduce, block.se.expand.export(reduce.out_channels))
+    return InvertedResidual(expand, depthwise, se, _export_conv_bn(block.project, mid), block.stride)

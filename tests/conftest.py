@@ -1,0 +1,28 @@
+"""Shared fixtures. Ray-backed tests start one local instance per module (see tests/ray_fixtures)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar"
+CIFAR_CACHE = Path(os.environ.get("RAYNAS_CIFAR_DIR", Path.home() / ".cache" / "raynas" / "cifar10-jpeg"))
+
+os.environ.pop("RAY_ADDRESS", None)  # never attach tests to a cluster that happens to be around
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_root() -> Path:
+    """The CIFAR-10 JPEG tree from ../shared/data, extracted once into a cache outside the repo."""
+    if (CIFAR_CACHE / "train").is_dir() and (CIFAR_CACHE / "test").is_dir():
+        return CIFAR_CACHE
+    if not SHARED_CIFAR_TAR.is_file():
+        pytest.skip(f"{SHARED_CIFAR_TAR} not present")
+    import tarfile
+
+    CIFAR_CACHE.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(SHARED_CIFAR_TAR) as tar:
+        tar.extractall(CIFAR_CACHE, filter="data")
+    return CIFAR_CACHE

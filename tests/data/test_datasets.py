@@ -1,0 +1,82 @@
+"""Dataset loaders: seeded disjoint splits, in-memory decoding, clear errors."""
+
+import pytest
+import torch
+from PIL import Image
+
+from raynas.data import augment, load_data, to_model_input
+from raynas.errors import DataError
+
+
+def ids_of(split):
+    return set(split.ids.tolist())
+
+
+def test_digits_splits_are_seeded_and_disjoint():
+    a, b, c = load_data("digits", seed=0), load_data("digits", seed=0), load_data("digits", seed=1)
+    assert a.num_classes == 10 and a.channels == 1 and a.image_size == 8
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.calib.labels, b.calib.labels)
+    assert not torch.equal(a.calib.ids, c.calib.ids)
+    assert not ids_of(a.train) & ids_of(a.calib) and not ids_of(a.train) & ids_of(a.val)
+    assert not ids_of(a.calib) & ids_of(a.val)
+    assert len(a.train) + len(a.calib) + len(a.val) == 1797
+    assert a.train.images.dtype == torch.uint8
+
+
+def test_synthetic_and_caps():
+    data = load_data("synthetic", calib_images=20, max_train_images=100, max_val_images=30)
+    assert (len(data.train), len(data.calib), len(data.val)) == (100, 20, 30)
+
+
+def make_tree(root, classes=("cat", "dog"), per_class=6, size=10):
+    for split in ("train", "test"):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (size, size), (label * 100, i * 20, 50)).save(folder / f"{i}.png")
+
+
+def test_imagefolder_tree(tmp_path):
+    make_tree(tmp_path)
+    data = load_data(f"imagefolder:{tmp_path}", calib_images=2)
+    assert data.num_classes == 2 and data.image_size == 10
+    assert (len(data.train), len(data.calib), len(data.val)) == (10, 2, 12)
+    assert set(data.val.labels.tolist()) == {0, 1}
+
+
+def test_imagefolder_missing_and_empty(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(f"imagefolder:{tmp_path / 'nope'}")
+    with pytest.raises(DataError, match="has no class sub-folders"):
+        load_data(f"imagefolder:{tmp_path}")
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no images"):
+        load_data(f"imagefolder:{tmp_path}")
+
+
+def test_cifar10_missing_files_says_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match=r"CIFAR-10 not found under .*download=True \(CLI: --download\)"):
+        load_data(f"cifar10:{tmp_path}")
+
+
+def test_unknown_dataset_lists_formats():
+    with pytest.raises(DataError, match=r"unknown dataset 'mnist'; valid formats: digits, synthetic"):
+        load_data("mnist")
+
+
+def test_transforms_resize_and_augment():
+    data = load_data("synthetic")
+    gen = torch.Generator().manual_seed(0)
+    batch = augment(data.train.images[:8], gen)
+    assert batch.shape == data.train.images[:8].shape and batch.dtype == torch.uint8
+    x = to_model_input(batch, data.mean, data.std, 12)
+    assert x.shape == (8, 3, 12, 12) and abs(x.mean().item()) < 1.0
+
+
+@pytest.mark.slow
+def test_imagefolder_on_cifar10_jpeg_tree(cifar_jpeg_root):
+    data = load_data(f"imagefolder:{cifar_jpeg_root}", seed=0)
+    assert data.num_classes == 10 and data.image_size == 32 and data.channels == 3
+    assert (len(data.train), len(data.calib), len(data.val)) == (48000, 2000, 10000)
+    assert abs(data.mean[0] - 0.4913) < 0.01
