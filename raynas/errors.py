@@ -27,3 +27,7 @@ class ConfigError(RaynasError, ValueError):
 
 class TrainingError(RaynasError, RuntimeError):
     """Training stopped because its numbers went bad (NaN or inf loss)."""
+
+
+class ResultsError(RaynasError, ValueError):
+    """A result row or a result store breaks the results schema (unknown column, bad type, version)."""

@@ -45,7 +45,7 @@ class SearchSpace:
     name: str
     family: str
     spec: FamilySpec
-    source: str = "<memory>"
+    source: str = field(default="<memory>", compare=False)
     definition: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     dims: tuple[Dimension, ...] = field(init=False)
 

@@ -142,7 +142,8 @@ class ElasticLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, max_in))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        nn.init.normal_(self.weight, std=0.01)
+        # nn.Linear's own init: a frozen (BN-only) classifier must still pass a signal through.
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias

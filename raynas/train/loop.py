@@ -1,0 +1,199 @@
+"""The Ray Train worker loop: data-parallel sandwich training with checkpoints and resume.
+
+Ray stays here; the step itself (``sandwich_step``) is pure. Every rank samples the same
+children for a step (seeded by (seed, step)), so DDP only ever averages gradients of ops that
+all ranks used.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from raynas.space import Arch, space_from_dict
+from raynas.supernet import BATCHNORMS, build_supernet
+from raynas.train.checkpoint import latest_checkpoint, read_state, write_checkpoint
+from raynas.train.config import TrainConfig
+from raynas.train.data_feed import ShardFeed
+from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler, zero_init_residual_gamma
+from raynas.train.sandwich import Member, sandwich_members, sandwich_step
+
+
+class FixedChild(nn.Module):
+    """A static child trained standalone, called like a supernet: ``model(x, arch)``."""
+
+    def __init__(self, child: nn.Module) -> None:
+        super().__init__()
+        self.child = child
+
+    def forward(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+        return self.child(x)
+
+
+class AllreduceCounter:
+    """A DDP comm hook that counts the bytes it all-reduces, then does the default all-reduce."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def hook(self, state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        buffer = bucket.buffer()
+        self.bytes += buffer.numel() * buffer.element_size()
+        world = dist.get_world_size()
+        return dist.all_reduce(buffer.div_(world), async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def build_model(loop_config: dict[str, Any], config: TrainConfig, info: dict[str, Any]) -> tuple[nn.Module, Any]:
+    space = space_from_dict(loop_config["space"], default_name=loop_config["space_name"])
+    supernet = build_supernet(space, info["num_classes"], info["in_channels"], seed=config.seed, bn_layout=config.bn_layout)
+    if loop_config.get("fixed_arch"):
+        arch = space.arch(loop_config["fixed_arch"])
+        return FixedChild(supernet.export(arch).train()), space
+    if config.mode == "full":
+        zero_init_residual_gamma(supernet)
+    return supernet, space
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Entry point run by every Ray Train worker (or in the driver when num_workers=0)."""
+    config = TrainConfig.from_dict(loop_config["train"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if loop_config.get("use_gpu") else torch.device("cpu")
+    packed = ray.get(loop_config["data_ref"])
+    feed = ShardFeed.from_packed(packed, config.batch_size, rank, world, config.seed, config.augment, device)
+    model, space = build_model(loop_config, config, packed["info"])
+    model.to(device)
+    trainable = configure_trainable(model, config)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)
+    start_epoch, step, history = _resume(model, optimizer, scheduler, loop_config.get("local_dir"))
+    counter = AllreduceCounter()
+    net: nn.Module = model
+    if world > 1 and dist.is_initialized():
+        net = DistributedDataParallel(model, find_unused_parameters=True)
+        net.register_comm_hook(None, counter.hook)
+    fixed = [Member("child", space.arch(loop_config["fixed_arch"]))] if loop_config.get("fixed_arch") else None
+    trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        started, counter.bytes = time.perf_counter(), 0
+        totals: dict[str, float] = {}
+        batches = feed.epoch(epoch, step)
+        for step, images, labels in batches:
+            _maybe_poison(model, loop_config.get("fault"), step)
+            members = fixed or sandwich_members(space, config.seed, step, config.num_random)
+            losses = sandwich_step(net, members, [(images, labels)], feed.to_input, optimizer, config, step, space.key)
+            scheduler.step()
+            for role, value in losses.items():
+                totals[role] = totals.get(role, 0.0) + value
+        step += 1 if batches else 0
+        seconds = time.perf_counter() - started
+        metrics = _epoch_metrics(epoch, step, totals, len(batches), seconds, feed, counter, trainable_bytes, scheduler)
+        if fixed is not None:
+            metrics["val_accuracy"] = _accuracy(model, packed, feed, fixed[0].arch, device)
+        history.append(metrics)
+        _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config, metrics)
+        if rank == 0 and config.log_every_epoch:
+            print(_progress_line(metrics, config.epochs), flush=True)
+        _maybe_inject_fault(loop_config.get("fault"), rank, epoch)
+
+
+def _resume(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, local_dir: str | None
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Continue from Ray's latest checkpoint (or, in local mode, the run folder's latest)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = read_state(folder)
+    elif local_dir and (latest := latest_checkpoint(Path(local_dir))) is not None:
+        state = read_state(latest)
+    else:
+        return 0, 0, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"] + 1, state["step"], state["history"]
+
+
+def _epoch_metrics(epoch, step, totals, steps, seconds, feed, counter, trainable_bytes, scheduler) -> dict[str, Any]:
+    images = steps * feed.batch_size * feed.world
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "step": step, "epoch_seconds": seconds,
+                               "images_per_s": images / max(seconds, 1e-9), "step_seconds": seconds / max(steps, 1),
+                               "lr": scheduler.get_last_lr()[0], "trainable_bytes": trainable_bytes,
+                               "allreduce_bytes_per_step": counter.bytes / max(steps, 1)}
+    for role, total in totals.items():
+        metrics[f"loss_{role}"] = total / max(steps, 1)
+    return metrics
+
+
+def _accuracy(model: nn.Module, packed: dict[str, Any], feed: ShardFeed, arch: Arch, device: torch.device) -> float:
+    model.eval()
+    images = torch.from_numpy(packed["val_images"].copy()).to(device)
+    labels = torch.from_numpy(packed["val_labels"].copy()).to(device)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(labels), 512):
+            x = feed.to_input(images[start:start + 512], int(arch.get("resolution", images.shape[-1])))
+            correct += int((model(x, arch).argmax(1) == labels[start:start + 512]).sum())
+    return correct / max(1, len(labels))
+
+
+def _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config, metrics) -> None:
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "history": history}
+    meta = {"format": "raynas-checkpoint/1", "run_name": loop_config["run_name"], "epoch": epoch + 1,
+            "space": loop_config["space"], "space_name": loop_config["space_name"], "config": loop_config["train"],
+            "data": loop_config["info"], "fixed_arch": loop_config.get("fixed_arch"),
+            "metrics": history}
+    if loop_config.get("local_dir"):  # local mode: Ray does not persist checkpoints, so write in place
+        folder = write_checkpoint(Path(loop_config["local_dir"]) / f"checkpoint_epoch_{epoch + 1:04d}", state, meta)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        write_checkpoint(Path(tmp), state, meta)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _progress_line(metrics: dict[str, Any], epochs: int) -> str:
+    losses = "  ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("loss_"))
+    extra = f"  val acc {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
+    return (f"[raynas] epoch {metrics['epoch']}/{epochs}  loss {losses}{extra}  "
+            f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_seconds']:.1f}s  lr {metrics['lr']:.4f}")
+
+
+def _maybe_poison(model: nn.Module, fault: dict[str, Any] | None, step: int) -> None:
+    """Test hook: at ``at_step``, make one BN gamma NaN, as a numerical blow-up would."""
+    if fault and fault.get("kind") == "nan" and step == fault["at_step"]:
+        bn = next(m for m in model.modules() if isinstance(m, BATCHNORMS))
+        with torch.no_grad():
+            bn.weight.fill_(float("nan"))
+
+
+def _maybe_inject_fault(fault: dict[str, Any] | None, rank: int, epoch: int) -> None:
+    """Test hook: after ``after_epoch`` is checkpointed, kill (or fail) ``rank`` once."""
+    if not fault or fault.get("kind") == "nan" or rank != fault.get("rank", 0) or epoch + 1 != fault["after_epoch"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(os.getpid()))
+    if fault.get("kind", "kill") == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected failure after epoch {epoch + 1}")

@@ -1,0 +1,114 @@
+"""The pure sandwich step and the training modes, without Ray."""
+
+import pytest
+import torch
+
+from raynas.data import load_data, to_model_input
+from raynas.errors import ConfigError, TrainingError
+from raynas.space import load_space
+from raynas.supernet import BATCHNORMS, build_supernet
+from raynas.train import TrainConfig, sandwich_members, sandwich_step
+from raynas.train.modes import configure_trainable, lr_factor, make_optimizer, zero_init_residual_gamma
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def run_steps(config, data, steps=4, space_name="tiny"):
+    space = load_space(space_name)
+    net = build_supernet(space, data.num_classes, data.channels, seed=config.seed, bn_layout=config.bn_layout)
+    if config.mode == "full":
+        zero_init_residual_gamma(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    configure_trainable(net, config)
+    optimizer = make_optimizer(net, config)
+    to_input = lambda x, r: to_model_input(x, data.mean, data.std, r)  # noqa: E731
+    history = []
+    for step in range(steps):
+        members = sandwich_members(space, config.seed, step, config.num_random)
+        batch = (data.train.images[step * 32:(step + 1) * 32], data.train.labels[step * 32:(step + 1) * 32])
+        history.append(sandwich_step(net, members, [batch], to_input, optimizer, config, step, space.key))
+    return net, before, history
+
+
+def test_members_follow_the_sandwich_rule_and_are_seeded():
+    space = load_space("tiny")
+    members = sandwich_members(space, seed=3, step=7, num_random=2)
+    assert [m.role for m in members] == ["max", "min", "random_0", "random_1"]
+    assert members[0].arch == space.max() and members[1].arch == space.min()
+    assert members == sandwich_members(space, seed=3, step=7, num_random=2)
+    assert members[2:] != sandwich_members(space, seed=3, step=8, num_random=2)[2:]
+    assert len(sandwich_members(space, 0, 0, num_random=5)) == 7
+
+
+def test_step_returns_each_members_loss(digits):
+    _, _, history = run_steps(TrainConfig(num_random=3), digits, steps=2)
+    assert set(history[0]) == {"max", "min", "random_0", "random_1", "random_2"}
+    assert all(v >= 0 for h in history for v in h.values())
+
+
+def test_bn_only_leaves_every_non_bn_parameter_bitwise_unchanged(digits):
+    net, before, _ = run_steps(TrainConfig(mode="bn_only", lr=0.5), digits)
+    bn_names = {f"{name}.{p}" for name, m in net.named_modules() if isinstance(m, BATCHNORMS) for p in ("weight", "bias")}
+    changed_bn = 0
+    for name, param in net.named_parameters():
+        if name in bn_names:
+            changed_bn += not torch.equal(param, before[name])
+        else:
+            assert torch.equal(param, before[name]), f"{name} changed in bn_only mode"
+    assert changed_bn > 0
+
+
+def test_full_mode_changes_every_parameter(digits):
+    net, before, _ = run_steps(TrainConfig(mode="full", num_random=4, lr=0.1), digits, steps=12)
+    unchanged = [n for n, p in net.named_parameters() if torch.equal(p, before[n])]
+    assert unchanged == []
+
+
+def test_full_mode_zero_inits_residual_gammas_and_bn_only_starts_at_one():
+    net = build_supernet(load_space("tiny"), 10)
+    assert all(float(m.weight.min()) == 1.0 for m in net.modules() if isinstance(m, BATCHNORMS))
+    assert zero_init_residual_gamma(net) == 2
+    assert float(net.stages[0][1].project.bn.weight.abs().max()) == 0.0
+
+
+def test_trainable_classifier_option(digits):
+    net = build_supernet(load_space("tiny"), 10)
+    frozen = configure_trainable(net, TrainConfig(mode="bn_only"))
+    trainable = configure_trainable(net, TrainConfig(mode="bn_only", classifier="trainable"))
+    assert len(trainable) == len(frozen) + 2 and net.head.classifier.weight.requires_grad
+
+
+def test_non_finite_loss_names_step_and_child(digits):
+    space = load_space("tiny")
+    config = TrainConfig()
+    net = build_supernet(space, 10, 1)
+    next(m for m in net.modules() if isinstance(m, BATCHNORMS)).weight.data.fill_(float("inf"))
+    optimizer = make_optimizer(net, config)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    members = sandwich_members(space, 0, 5, 2)
+    batch = (digits.train.images[:8], digits.train.labels[:8])
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step 5 for child r16-s12-.* \(max\)"):
+        sandwich_step(net, members, [batch], lambda x, r: to_model_input(x, digits.mean, digits.std, r),
+                      optimizer, config, 5, space.key)
+    assert all(torch.equal(v, before[k]) or not v.is_floating_point() for k, v in net.state_dict().items()
+               if "running" not in k)
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ConfigError, match=r"unknown training config key\(s\) \['lrr'\]; valid keys: \["):
+        TrainConfig.from_dict({"lrr": 0.1})
+    with pytest.raises(ConfigError, match=r"mode must be one of \['bn_only', 'full'\], got 'half'"):
+        TrainConfig(mode="half")
+
+
+def test_schedules():
+    config = TrainConfig(epochs=10, warmup_epochs=1, schedule="exp_decay_const", decay_rate=0.5, final_lr_fraction=0.1)
+    assert lr_factor(0, 10, config) == pytest.approx(0.1)
+    assert lr_factor(10, 10, config) == pytest.approx(1.0)
+    assert lr_factor(20, 10, config) == pytest.approx(0.5)
+    assert lr_factor(90, 10, config) == pytest.approx(0.1)  # constant ending
+    cosine = TrainConfig(epochs=4)
+    assert lr_factor(0, 10, cosine) == 1.0 and lr_factor(40, 10, cosine) == pytest.approx(0.0)
