@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from raynas.cli import space_cmd
+from raynas.cli import retrain_cmd, space_cmd, train_cmd
+from raynas.cli import report_cmd
 from raynas.errors import RaynasError
 
-COMMANDS: dict[str, ModuleType] = {"space": space_cmd}
+COMMANDS: dict[str, ModuleType] = {"space": space_cmd, "train": train_cmd, "retrain": retrain_cmd, "report": report_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

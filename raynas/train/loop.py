@@ -47,7 +47,7 @@ class AllreduceCounter:
     def __init__(self) -> None:
         self.bytes = 0
 
-    def hook(self, state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    def hook(self, state, bucket):  # un-annotated: DDP rejects string annotations here
         buffer = bucket.buffer()
         self.bytes += buffer.numel() * buffer.element_size()
         world = dist.get_world_size()

@@ -1,0 +1,31 @@
+"""Report a run directory: the Pareto table, the hypervolume, and front.csv, pareto.png, summary.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raynas.results.report import RunDir, format_table, load_report, write_report
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="run directory: DIR/results/ (Parquet) and DIR/run.json")
+    parser.add_argument("--objectives", default=None,
+                        help="comma-separated, e.g. accuracy,flops; default: accuracy (or bn_score),flops")
+    parser.add_argument("--evaluator", default=None,
+                        help="whose rows to use (calibrate, bn_score, ...); default: calibrate if present, else bn_score")
+    parser.add_argument("--space", default=None, help="space name or .yaml path, for a DIR without run.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
+    report = load_report(args.dir, objectives, args.evaluator, args.space)
+    paths = write_report(report, RunDir(args.dir).report)
+    print(f"space {report.space.name}, evaluator {report.evaluator}, objectives "
+          + ", ".join(f"{o} ({d})" for o, d in zip(report.objectives, report.directions)))
+    print(report.counts_line())
+    print(format_table(report.front, report.objectives))
+    print(f"hypervolume: {report.hypervolume:.6g} (normalized {report.hypervolume_normalized:.4f}; "
+          f"reference {', '.join(f'{r:.6g}' for r in report.reference)})")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,27 @@
+"""Train one child from scratch with the same loop (ground truth for rankings)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raynas.cli.common import add_training, data_spec, scaling, train_config
+from raynas.space import load_space
+from raynas.train import retrain
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", help="space name or .yaml path")
+    parser.add_argument("--arch", required=True, help="the child's canonical key (see `raynas space`)")
+    parser.add_argument("--out", type=Path, default=Path("runs"))
+    add_training(parser, default_mode="full")
+
+
+def run(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    arch = space.arch(args.arch)
+    result = retrain(space, arch, data_spec(args), train_config(args), scaling(args), args.out, args.name, args.address)
+    last = result.metrics[-1]
+    print(f"retrained {space.key(arch)} for {last['epoch']} epochs: val accuracy {last['val_accuracy']:.4f}")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0

@@ -1,0 +1,390 @@
+"""The report of a search: its Pareto front, hypervolume and status counts, as files that last.
+
+A run directory, as ``raynas search`` and ``raynas run`` write it and ``raynas report`` reads it::
+
+    DIR/
+      run.json          run metadata, one JSON object. The report reads:
+                          "space"       the space definition (``SearchSpace.definition``), rebuilt
+                                        with ``raynas.space.space_from_dict``; required unless
+                                        ``--space`` is given
+                          "space_name"  optional, the name if the definition has none
+                          "num_classes" optional (default 10), for costs the rows lack
+                        Writers add what else they know (run_id, checkpoint, sampler, seed, ...);
+                        the report ignores other keys. ``write_run_metadata`` writes this file.
+      results/          the Parquet dataset, a ``ResultStore`` root: one row per evaluation
+      report/           written by the report, replaced on every run:
+        front.csv       the non-dominated rows, arch and objectives first, sorted by the first objective
+        pareto.png      every usable row in grey, the front highlighted and joined as a step line
+        summary.json    evaluator, objectives, directions, reference point, hypervolume, counts, front archs
+
+Which rows: one evaluator's rows at a time, because a BN score and a calibrated accuracy are
+not comparable. By default that is "calibrate" (calibrated accuracy) when such rows exist, else
+"bn_score". Rows whose status is not "ok", or that lack an objective, are excluded and counted.
+The same architecture evaluated twice with the same objective values counts once on the front.
+FLOPs and params that a row lacks are filled in from the analytic cost model of the space, since
+they follow from the architecture alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raynas.errors import ResultsError
+from raynas.results.pareto import (
+    OBJECTIVE_DIRECTIONS,
+    check_objectives,
+    directions_of,
+    hypervolume,
+    pareto_mask,
+    reference_point,
+    usable_rows,
+)
+from raynas.results.store import ResultStore
+from raynas.space import SearchSpace, load_space, space_from_dict
+
+RUN_JSON = "run.json"
+RESULTS_DIR = "results"
+REPORT_DIR = "report"
+PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("bn_score", "bn_score"))
+COST_COLUMNS = ("flops", "params")
+
+# column -> (label, unit, scale applied for display)
+UNITS: dict[str, tuple[str, str, float]] = {
+    "flops": ("FLOPs", "M MACs", 1e-6),
+    "params": ("params", "M", 1e-6),
+    "latency_ms": ("latency", "ms", 1.0),
+    "accuracy": ("top-1 accuracy", "%", 100.0),
+    "top5": ("top-5 accuracy", "%", 100.0),
+    "loss": ("loss", "cross-entropy", 1.0),
+    "bn_score": ("BN score", "sum of mean |gamma|", 1.0),
+}
+
+
+# --- the run directory --------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (see the module docstring for the layout)."""
+
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / RUN_JSON
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_DIR
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_DIR
+
+
+def write_run_metadata(root: str | os.PathLike[str], space: SearchSpace, **extra: Any) -> Path:
+    """Write ``DIR/run.json`` with the space definition, so the results outlive the space file."""
+    run = RunDir(Path(root))
+    meta = {"space": space.definition, "space_name": space.name, **extra}
+    _write_atomic(run.run_json, json.dumps(meta, indent=2, default=str) + "\n")
+    return run.run_json
+
+
+def read_run_metadata(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """``DIR/run.json`` as a dict, or {} when the file does not exist."""
+    path = RunDir(Path(root)).run_json
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"{path}: malformed JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{path}: run metadata must be a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def run_space(root: Path, meta: Mapping[str, Any], space: str | SearchSpace | None) -> SearchSpace:
+    """An explicit space wins; else the definition in run.json; else a clear error."""
+    if isinstance(space, SearchSpace):
+        return space
+    if space is not None:
+        return load_space(space)
+    if "space" in meta:
+        return space_from_dict(meta["space"], source=f"{root / RUN_JSON}", default_name=str(meta.get("space_name", "space")))
+    raise ResultsError(f"{root}: no {RUN_JSON} with a 'space' definition; pass the space (--space NAME or a .yaml path)")
+
+
+# --- the report ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Report:
+    """The front of one evaluator's rows over the chosen objectives, and how it was reached."""
+
+    space: SearchSpace
+    evaluator: str
+    objectives: tuple[str, ...]
+    rows: pd.DataFrame  # usable rows: status ok, every objective present, duplicates dropped
+    front: pd.DataFrame
+    reference: tuple[float, ...]
+    hypervolume: float
+    hypervolume_normalized: float  # share of the box between the ideal point and the reference
+    status_counts: dict[str, int]  # this evaluator's rows, per status
+    missing_objective: int  # rows with status ok but no value for some objective
+    filled_costs: int  # rows whose FLOPs or params came from the cost model
+
+    @property
+    def directions(self) -> list[str]:
+        return directions_of(self.objectives)
+
+    @property
+    def total(self) -> int:
+        return sum(self.status_counts.values())
+
+    @property
+    def excluded(self) -> int:
+        """Rows of this evaluator left out: not "ok", or missing an objective."""
+        return self.total - self.status_counts.get("ok", 0) + self.missing_objective
+
+    def counts_line(self) -> str:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.status_counts.items()))
+        return (f"{len(self.front)} on the front of {len(self.rows)} usable rows; "
+                f"{self.excluded} of {self.total} excluded ({statuses}; {self.missing_objective} missing an objective)")
+
+    def summary(self) -> dict[str, Any]:
+        """What summary.json holds: enough to compare runs without re-reading the Parquet files."""
+        return {
+            "space": self.space.name, "evaluator": self.evaluator, "objectives": list(self.objectives),
+            "directions": self.directions, "reference": list(self.reference),
+            "hypervolume": self.hypervolume, "hypervolume_normalized": self.hypervolume_normalized,
+            "rows": self.total, "usable": len(self.rows), "excluded": self.excluded,
+            "status_counts": self.status_counts, "missing_objective": self.missing_objective,
+            "filled_costs": self.filled_costs, "front_size": len(self.front),
+            "front": self.front["arch"].tolist(),
+        }
+
+
+def load_report(
+    root: str | os.PathLike[str],
+    objectives: Sequence[str] | None = None,
+    evaluator: str | None = None,
+    space: str | SearchSpace | None = None,
+) -> Report:
+    """Read ``DIR/results`` and build the report; defaults are described in the module docstring."""
+    run = RunDir(Path(root))
+    if not run.root.is_dir():
+        raise ResultsError(f"{run.root}: no such run directory; expected {RUN_JSON} and {RESULTS_DIR}/ inside it")
+    meta = read_run_metadata(run.root)
+    the_space = run_space(run.root, meta, space)
+    df = ResultStore(run.results, the_space).to_pandas()
+    if df.empty:
+        raise ResultsError(f"{run.results}: no result rows; run a search into {run.root} first")
+    return build_report(df, the_space, objectives, evaluator, int(meta.get("num_classes", 10)))
+
+
+def build_report(
+    df: pd.DataFrame,
+    space: SearchSpace,
+    objectives: Sequence[str] | None = None,
+    evaluator: str | None = None,
+    num_classes: int = 10,
+) -> Report:
+    """The report of a results table already in memory."""
+    chosen = choose_evaluator(df, evaluator)
+    names = check_objectives(objectives) if objectives else default_objectives(chosen)
+    rows = df[df["evaluator"] == chosen]
+    rows, filled = fill_costs(rows, space, num_classes)
+    ok = rows[rows["status"] == "ok"]
+    complete = usable_rows(ok, names)
+    if complete.empty:
+        raise ResultsError(
+            f"no {chosen!r} row has status 'ok' and values for objectives {names}; "
+            f"status counts: {_status_counts(rows)}"
+        )
+    usable = complete.drop_duplicates(subset=["arch", *names])
+    return _assemble(space, chosen, names, usable, _status_counts(rows), len(ok) - len(complete), filled)
+
+
+def _assemble(space: SearchSpace, evaluator: str, names: list[str], usable: pd.DataFrame,
+              counts: dict[str, int], missing: int, filled: int) -> Report:
+    values = usable[names].to_numpy(dtype=np.float64)
+    dirs = directions_of(names)
+    ref = reference_point(values, dirs)
+    volume = hypervolume(values, dirs, ref)
+    front = usable[pareto_mask(values, dirs)].sort_values(names, kind="stable")
+    return Report(space, evaluator, tuple(names), usable.reset_index(drop=True), front.reset_index(drop=True),
+                  tuple(float(r) for r in ref), volume, _normalized(volume, values, dirs, ref), counts, missing, filled)
+
+
+def _normalized(volume: float, values: np.ndarray, directions: Sequence[str], ref: np.ndarray) -> float:
+    """Hypervolume over the volume of the box from the ideal point to the reference: unit-free."""
+    signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
+    box = float(np.prod(ref * signs - (values * signs).min(axis=0)))
+    return volume / box if box > 0 else 0.0
+
+
+def _status_counts(rows: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in rows["status"].value_counts().sort_index().items()}
+
+
+def choose_evaluator(df: pd.DataFrame, evaluator: str | None) -> str:
+    """The named evaluator, else calibrated accuracy rows if any, else BN-score rows, else the only one."""
+    present = sorted(df["evaluator"].dropna().unique())
+    if evaluator is not None:
+        if evaluator not in present:
+            raise ResultsError(f"no rows of evaluator {evaluator!r}; evaluators in the results: {present}")
+        return evaluator
+    for name, _ in PREFERRED_EVALUATORS:
+        if name in present:
+            return name
+    if len(present) == 1:
+        return str(present[0])
+    raise ResultsError(f"the results hold several evaluators {present}; pick one with --evaluator")
+
+
+def default_objectives(evaluator: str) -> list[str]:
+    """[accuracy, flops] for calibrated rows, [bn_score, flops] for BN-score rows (and any other)."""
+    quality = dict(PREFERRED_EVALUATORS).get(evaluator, "bn_score")
+    return [quality, "flops"]
+
+
+def fill_costs(rows: pd.DataFrame, space: SearchSpace, num_classes: int) -> tuple[pd.DataFrame, int]:
+    """Fill missing FLOPs/params of ok rows from the analytic cost model; return the count filled."""
+    need = (rows["status"] == "ok") & rows[list(COST_COLUMNS)].isna().any(axis=1)
+    if not need.any():
+        return rows, 0
+    from raynas.cost import CostModel
+
+    costs = CostModel(space, num_classes=num_classes).costs([space.arch(k) for k in rows.loc[need, "arch"]])
+    rows = rows.copy()
+    for column in COST_COLUMNS:
+        known = pd.Series(costs[column], index=rows.index[need], dtype="Int64")
+        rows[column] = rows[column].astype("Int64").fillna(known)
+    return rows, int(need.sum())
+
+
+# --- output -------------------------------------------------------------------------------
+def axis_label(column: str) -> str:
+    """``"FLOPs (M MACs, lower is better)"``: the unit matches ``display_values``."""
+    name, unit, _ = UNITS.get(column, (column, "", 1.0))
+    better = {"min": "lower", "max": "higher"}.get(_direction(column), "")
+    parts = [p for p in (unit, f"{better} is better" if better else "") if p]
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def display_values(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A column in display units (FLOPs in M, accuracy in %)."""
+    return df[column].to_numpy(dtype=np.float64) * UNITS.get(column, (column, "", 1.0))[2]
+
+
+def _direction(column: str) -> str:
+    return OBJECTIVE_DIRECTIONS.get(column, "")
+
+
+def plot_front(df: pd.DataFrame, x: str, y: str, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Write a PNG: usable rows of ``df`` in grey, the (x, y) front highlighted as a step line.
+
+    The highlighted front is that of the two plotted objectives. The step follows what a budget
+    buys: for a "min" x, the best y holds until the next front point (steps after each point);
+    for a "max" x, it holds back to the previous one. Uses matplotlib's object API with the Agg
+    canvas, so no display is needed and pyplot's global state is never touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = usable_rows(df, [x, y])
+    front = rows[pareto_mask(rows[[x, y]].to_numpy(dtype=np.float64), directions_of([x, y]))].sort_values([x, y])
+    fig = Figure(figsize=(7, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(display_values(rows, x), display_values(rows, y), s=12, c="0.7", label=f"all ({len(rows)})")
+    where = "post" if _direction(x) == "min" else "pre"
+    ax.step(display_values(front, x), display_values(front, y), where=where, color="tab:red", lw=1.5)
+    ax.scatter(display_values(front, x), display_values(front, y), s=28, c="tab:red", zorder=3,
+               label=f"Pareto front ({len(front)})")
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(title or f"{len(front)} on the front of {len(rows)} rows", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", bbox_inches="tight")
+    return out
+
+
+def format_table(front: pd.DataFrame, objectives: Sequence[str] | None = None) -> str:
+    """A fixed-width table: rank, arch key, each objective and params, in display units."""
+    names = list(objectives) if objectives else [c for c in UNITS if c in front.columns]
+    columns = [*names, *(["params"] if "params" not in names and "params" in front.columns else [])]
+    headers = ["#", "arch", *(_short_header(c) for c in columns)]
+    records = front.to_dict("records")
+    body = [[str(i + 1), str(r["arch"]), *(_cell(r[c], c) for c in columns)] for i, r in enumerate(records)]
+    widths = [max(len(r[j]) for r in [headers, *body]) for j in range(len(headers))]
+    lines = [_line(headers, widths), _line(["-" * w for w in widths], widths), *(_line(r, widths) for r in body)]
+    return "\n".join(lines)
+
+
+def _short_header(column: str) -> str:
+    name, unit, _ = UNITS.get(column, (column, "", 1.0))
+    return f"{name} ({unit})" if unit and len(unit) <= 6 else name
+
+
+def _cell(value: Any, column: str) -> str:
+    if pd.isna(value):
+        return "-"
+    scale = UNITS.get(column, (column, "", 1.0))[2]
+    return f"{float(value) * scale:,.4g}" if scale != 1.0 or isinstance(value, float) else str(value)
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """Text columns left-aligned, numbers right-aligned."""
+    return "  ".join(c.ljust(w) if j in (1,) else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+
+def write_report(report: Report, out: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write front.csv, pareto.png (first two objectives) and summary.json into ``out``."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": folder / "front.csv", "png": folder / "pareto.png", "json": folder / "summary.json"}
+    _write_atomic(paths["csv"], _front_for_csv(report).to_csv(index=False))
+    if len(report.objectives) >= 2:
+        x, y = _plot_axes(report.objectives)
+        plot_front(report.rows, x, y, paths["png"], title=f"{report.space.name} / {report.evaluator}: {report.counts_line()}")
+    else:
+        paths.pop("png")
+    _write_atomic(paths["json"], json.dumps({**report.summary(), "files": {k: p.name for k, p in paths.items()}},
+                                            indent=2) + "\n")
+    return paths
+
+
+def _plot_axes(objectives: Sequence[str]) -> tuple[str, str]:
+    """Cost on x, quality on y when one of the first two objectives is a cost; else as given."""
+    x, y = objectives[0], objectives[1]
+    return (y, x) if _direction(x) == "max" and _direction(y) == "min" else (x, y)
+
+
+def _front_for_csv(report: Report) -> pd.DataFrame:
+    """Arch and objectives first, then the other columns that hold any value."""
+    front = report.front.dropna(axis=1, how="all")
+    first = ["arch", *report.objectives]
+    return front[[*first, *(c for c in front.columns if c not in first)]]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same folder, then ``os.replace``: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
