@@ -1,0 +1,58 @@
+"""Objectives and constraints of a search, by name, with their directions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from raynas.errors import ConfigError
+
+OBJECTIVES: dict[str, str] = {
+    "bn_score": "maximize",
+    "accuracy": "maximize",
+    "flops": "minimize",
+    "params": "minimize",
+    "latency_ms": "minimize",
+}
+CHEAP = ("flops", "params", "latency_ms")
+"""Objectives computed analytically or from a lookup table, before any scoring."""
+
+
+def parse_objectives(names: str | Sequence[str]) -> tuple[str, ...]:
+    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    unknown = [n for n in items if n not in OBJECTIVES]
+    if unknown or not items:
+        raise ConfigError(f"unknown objective(s) {unknown or items}; valid objectives: {sorted(OBJECTIVES)}")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"objectives must be distinct, got {items}")
+    if "bn_score" in items and "accuracy" in items:
+        raise ConfigError("pick one of bn_score (cheap stage) or accuracy (calibrated), not both")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``name <= limit`` (or >=) on a cheap objective; violation > 0 means infeasible."""
+
+    name: str
+    op: str
+    limit: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        match = re.fullmatch(r"\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text)
+        if match is None:
+            raise ConfigError(f"constraint must look like 'flops<=2e8' or 'params>=1e5', got {text!r}")
+        name, op, limit = match.group(1), match.group(2), float(match.group(3))
+        if name not in CHEAP:
+            raise ConfigError(f"constraints apply to cheap objectives {list(CHEAP)} before scoring, got {name!r}")
+        return cls(name, op, limit)
+
+    def violation(self, value: float) -> float:
+        """Relative amount by which ``value`` breaks the constraint (<= 0 when feasible)."""
+        scale = max(abs(self.limit), 1e-12)
+        return (value - self.limit) / scale if self.op == "<=" else (self.limit - value) / scale
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.limit:g}"

@@ -1,0 +1,251 @@
+"""``search``: a multi-objective Optuna study driven by ask/tell over the evaluator pool.
+
+Each batch: ask trials (define-by-run over the space), compute cheap objectives, apply
+constraints (``trial.set_constraint``) before any scoring, score the feasible children on the
+actor pool, write one closed Parquet file, then tell Optuna. The study lives in a journal file, so
+a search killed at any point resumes: trials asked but never told are re-evaluated (or told from
+their stored row), and every trial ends with exactly one row per evaluator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from raynas.errors import ConfigError
+from raynas.results import ResultStore
+from raynas.search.costs import CheapObjectives
+from raynas.search.define import suggest_arch
+from raynas.search.objectives import CHEAP, OBJECTIVES, Constraint, parse_objectives
+from raynas.search.pool import EvaluatorPool
+from raynas.search.samplers import make_sampler, sampler_name
+from raynas.space import Arch
+from raynas.train.checkpoint import LoadedCheckpoint
+
+RESULTS_DIR = "results"
+RUN_FILE = "run.json"
+JOURNAL_FILE = "study.journal"
+PENALTY = 0.0
+"""Value told to Optuna for the unscored objective of an infeasible child (never stored)."""
+
+
+@dataclass
+class SearchConfig:
+    """What to search for and how. ``sampler`` is a name or any optuna sampler object."""
+
+    objectives: tuple[str, ...] = ("bn_score", "flops")
+    constraints: tuple[str, ...] = ()
+    sampler: Any = "nsga2"
+    trials: int = 500
+    batch_size: int = 100
+    population: int = 50
+    seed: int = 0
+    top_k: int = 10
+    run_id: str = "search"
+
+    def __post_init__(self) -> None:
+        self.objectives = parse_objectives(self.objectives)
+        self.parsed_constraints = tuple(Constraint.parse(c) for c in self.constraints)
+        if self.trials < 1 or self.batch_size < 1:
+            raise ConfigError(f"trials and batch_size must be >= 1, got {self.trials}, {self.batch_size}")
+
+    def describe(self) -> dict[str, Any]:
+        values = {k: v for k, v in asdict(self).items() if k != "parsed_constraints"}
+        return {**values, "sampler": sampler_name(self.sampler), "objectives": list(self.objectives)}
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    study: optuna.Study
+    store: ResultStore
+    calibrated: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Search:
+    """One search run in ``out_dir`` over a trained checkpoint (resumable)."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, pool: EvaluatorPool, out_dir: str | os.PathLike[str],
+                 config: SearchConfig, latency_table: Any = None) -> None:
+        if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
+            raise ConfigError("latency_ms needs a latency table: pass --latency-table FILE or measure one")
+        self.checkpoint, self.pool, self.config = checkpoint, pool, config
+        self.space = checkpoint.space
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ResultStore(self.out_dir / RESULTS_DIR, self.space)
+        self.cheap = CheapObjectives(self.space, checkpoint.data.num_classes, checkpoint.data.in_channels, latency_table)
+        self._check_satisfiable()
+        self.study = optuna.create_study(
+            study_name=config.run_id, storage=JournalStorage(JournalFileBackend(str(self.out_dir / JOURNAL_FILE))),
+            directions=[OBJECTIVES[o] for o in config.objectives], load_if_exists=True,
+            sampler=make_sampler(config.sampler, config.seed, config.population),
+        )
+        self._write_run_file()
+
+    def _check_satisfiable(self) -> None:
+        """Refuse constraints that no child can meet (costs grow with every choice)."""
+        ends = self.cheap([self.space.min(), self.space.max()])
+        for c in self.config.parsed_constraints:
+            best = float(ends[c.name].min() if c.op == "<=" else ends[c.name].max())
+            if c.violation(best) > 0:
+                extreme = "smallest" if c.op == "<=" else "largest"
+                raise ConfigError(f"constraint {c} cannot be met: the {extreme} child of {self.space.name} has "
+                                  f"{c.name}={best:,.6g}")
+
+    # --- the ask/tell loop --------------------------------------------------------------
+    def run(self, progress: bool = True) -> SearchResult:
+        self._recover()
+        while (done := self._finished()) < self.config.trials:
+            trials = [self.study.ask() for _ in range(min(self.config.batch_size, self.config.trials - done))]
+            self._evaluate([(t, suggest_arch(t, self.space)) for t in trials])
+            if progress:
+                print(f"[raynas] search {self._finished()}/{self.config.trials} trials", flush=True)
+        calibrated = self._calibrate_top_k() if self.config.top_k and "bn_score" in self.config.objectives else []
+        return SearchResult(self.out_dir, self.study, self.store, calibrated)
+
+    def _finished(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+    def _recover(self) -> None:
+        """Finish trials a killed driver asked but never told."""
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        stored = self.store.to_pandas()
+        stored = stored[stored["evaluator"] == self._evaluator()].set_index("trial") if len(stored) else stored
+        redo = []
+        for frozen in running:
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)
+            if len(stored) and frozen.number in stored.index:
+                self._tell(trial, stored.loc[frozen.number].to_dict())
+            else:
+                redo.append((trial, self.space.decode(frozen.params)))
+        if redo:
+            self._evaluate(redo)
+
+    def _evaluator(self) -> str:
+        if "accuracy" in self.config.objectives:
+            return "calibrate"
+        return "bn_score" if "bn_score" in self.config.objectives else "cost"
+
+    def _evaluate(self, batch: list[tuple[optuna.trial.Trial, Arch]]) -> None:
+        started = time.time()
+        archs = [arch for _, arch in batch]
+        cheap = self.cheap(archs)
+        violations = [[c.violation(float(cheap[c.name][i])) for c in self.config.parsed_constraints] for i in range(len(archs))]
+        feasible = [i for i, v in enumerate(violations) if all(x <= 0 for x in v)]
+        scored = self._score([archs[i] for i in feasible])
+        rows = []
+        for i, (trial, arch) in enumerate(batch):
+            for c, v in zip(self.config.parsed_constraints, violations[i]):
+                trial.set_constraint(str(c), v)
+            row = {"run_id": self.config.run_id, "trial": trial.number, "arch": self.space.key(arch),
+                   "evaluator": self._evaluator(), "checkpoint_id": self.checkpoint.checkpoint_id,
+                   "sampler": sampler_name(self.config.sampler), "seed": self.config.seed, "started_at": started,
+                   **{k: _plain(v[i]) for k, v in cheap.items()}}
+            row.update(scored.pop(0) if i in feasible else {"status": "infeasible"})
+            rows.append({**row, "finished_at": time.time()})
+        self.store.write_batch(rows)
+        for (trial, _), row in zip(batch, rows):
+            self._tell(trial, row)
+
+    def _score(self, archs: list[Arch]) -> list[dict[str, Any]]:
+        if not archs:
+            return []
+        evaluator = self._evaluator()
+        if evaluator == "calibrate":
+            rows = self.pool.calibrate_and_evaluate(archs)
+        elif evaluator == "bn_score":
+            rows = self.pool.score(archs)
+        else:
+            return [{"status": "ok"} for _ in archs]
+        return [{k: v for k, v in r.items() if k != "arch"} for r in rows]
+
+    def _tell(self, trial: optuna.trial.Trial, row: dict[str, Any]) -> None:
+        if row["status"] == "failed":
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        values = []
+        for name in self.config.objectives:
+            value = row.get(name)
+            if row["status"] == "infeasible" and name not in CHEAP:
+                value = PENALTY
+            values.append(float(value))
+        self.study.tell(trial, values)
+
+    # --- coarse to fine -----------------------------------------------------------------
+    def _calibrate_top_k(self) -> list[dict[str, Any]]:
+        """BigNAS-style second stage: calibrate the top K of the BN-score stage by Pareto rank."""
+        table = self.store.to_pandas()
+        scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")]
+        done = set(table.loc[table["evaluator"] == "calibrate", "trial"])
+        ranks = pareto_ranks(scored[list(self.config.objectives)].to_numpy(float),
+                             [OBJECTIVES[o] for o in self.config.objectives])
+        order = np.lexsort((-scored["bn_score"].to_numpy(float), ranks))
+        chosen = scored.iloc[order[: self.config.top_k]]
+        todo = chosen[~chosen["trial"].isin(done)]
+        if len(todo):
+            archs = [self.space.arch(key) for key in todo["arch"]]
+            started = time.time()
+            results = self.pool.calibrate_and_evaluate(archs)
+            rows = []
+            for (_, source), result in zip(todo.iterrows(), results):
+                rows.append({**{k: _plain(source[k]) for k in ("run_id", "trial", "arch", "flops", "params",
+                                                              "latency_ms", "bn_score", "checkpoint_id", "sampler", "seed")},
+                             **{k: v for k, v in result.items() if k != "arch"}, "evaluator": "calibrate",
+                             "started_at": started, "finished_at": time.time()})
+            self.store.write_batch(rows)
+        table = self.store.to_pandas()
+        calibrated = table[(table["evaluator"] == "calibrate") & table["trial"].isin(chosen["trial"])]
+        return calibrated.sort_values("accuracy", ascending=False).to_dict("records")
+
+    def _write_run_file(self) -> None:
+        meta = {"format": "raynas-run/1", "run_id": self.config.run_id, "space": self.space.definition,
+                "space_name": self.space.name, "checkpoint": str(self.checkpoint.path),
+                "checkpoint_id": self.checkpoint.checkpoint_id, "search": self.config.describe(),
+                "data": self.checkpoint.data.to_dict()}
+        tmp = self.out_dir / (RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+        os.replace(tmp, self.out_dir / RUN_FILE)
+
+
+def pareto_ranks(values: np.ndarray, directions: list[str]) -> np.ndarray:
+    """Non-dominated sorting: rank 0 is the Pareto front, rank 1 the front of the rest, ..."""
+    from raynas.results.pareto import pareto_mask
+
+    ranks = np.full(len(values), -1)
+    remaining = np.arange(len(values))
+    rank = 0
+    short = ["max" if d == "maximize" else "min" for d in directions]
+    while len(remaining):
+        mask = pareto_mask(values[remaining], short)
+        ranks[remaining[mask]] = rank
+        remaining = remaining[~mask]
+        rank += 1
+    return ranks
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def search(checkpoint: LoadedCheckpoint, pool: EvaluatorPool, out_dir: str | os.PathLike[str],
+           config: SearchConfig = SearchConfig(), latency_table: Any = None, progress: bool = True) -> SearchResult:
+    """Run (or resume) a search; see ``Search``."""
+    return Search(checkpoint, pool, out_dir, config, latency_table).run(progress)
