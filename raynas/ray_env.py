@@ -9,12 +9,16 @@ import ray
 from raynas.errors import ConfigError
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start or join Ray once. ``address`` is None (local), "auto" or "ray://host:10001"."""
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Start or join Ray once. ``address`` is None (local), "auto" or "ray://host:10001".
+
+    ``quiet`` keeps worker logs out of the driver's terminal (they stay in Ray's log folder);
+    training progress is printed by the driver itself.
+    """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": True}
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": not quiet}
     if address is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     ray.init(address=address, **kwargs)

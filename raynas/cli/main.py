@@ -7,11 +7,32 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from raynas.cli import retrain_cmd, space_cmd, train_cmd
-from raynas.cli import report_cmd
+import optuna
+
+from raynas.cli import (
+    calibrate_cmd,
+    export_cmd,
+    report_cmd,
+    retrain_cmd,
+    run_cmd,
+    score_cmd,
+    search_cmd,
+    space_cmd,
+    train_cmd,
+)
 from raynas.errors import RaynasError
 
-COMMANDS: dict[str, ModuleType] = {"space": space_cmd, "train": train_cmd, "retrain": retrain_cmd, "report": report_cmd}
+COMMANDS: dict[str, ModuleType] = {
+    "run": run_cmd,
+    "space": space_cmd,
+    "train": train_cmd,
+    "retrain": retrain_cmd,
+    "score": score_cmd,
+    "calibrate": calibrate_cmd,
+    "search": search_cmd,
+    "report": report_cmd,
+    "export": export_cmd,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except RaynasError as err:

@@ -13,7 +13,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objectives", default=None,
                         help="comma-separated, e.g. accuracy,flops; default: accuracy (or bn_score),flops")
     parser.add_argument("--evaluator", default=None,
-                        help="whose rows to use (calibrate, bn_score, ...); default: calibrate if present, else bn_score")
+                        help="whose rows to use (calibrate, bn_score, ...); default: calibrate, else bn_score")
     parser.add_argument("--space", default=None, help="space name or .yaml path, for a DIR without run.json")
 
 

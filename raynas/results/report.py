@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raynas.errors import ResultsError
 from raynas.results.pareto import (
@@ -118,8 +119,11 @@ def run_space(root: Path, meta: Mapping[str, Any], space: str | SearchSpace | No
     if space is not None:
         return load_space(space)
     if "space" in meta:
-        return space_from_dict(meta["space"], source=f"{root / RUN_JSON}", default_name=str(meta.get("space_name", "space")))
-    raise ResultsError(f"{root}: no {RUN_JSON} with a 'space' definition; pass the space (--space NAME or a .yaml path)")
+        name = str(meta.get("space_name", "space"))
+        return space_from_dict(meta["space"], source=str(root / RUN_JSON), default_name=name)
+    raise ResultsError(
+        f"{root}: no {RUN_JSON} with a 'space' definition; pass the space (--space NAME or a .yaml path)"
+    )
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -153,9 +157,10 @@ class Report:
         return self.total - self.status_counts.get("ok", 0) + self.missing_objective
 
     def counts_line(self) -> str:
-        statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.status_counts.items()))
-        return (f"{len(self.front)} on the front of {len(self.rows)} usable rows; "
-                f"{self.excluded} of {self.total} excluded ({statuses}; {self.missing_objective} missing an objective)")
+        reasons = [f"{n} {s}" for s, n in sorted(self.status_counts.items()) if s != "ok"]
+        reasons.append(f"{self.missing_objective} ok but missing an objective")
+        return (f"{len(self.front)} on the {len(self.objectives)}-objective front of {len(self.rows)} usable rows; "
+                f"{self.excluded} of {self.total} excluded ({', '.join(reasons)})")
 
     def summary(self) -> dict[str, Any]:
         """What summary.json holds: enough to compare runs without re-reading the Parquet files."""
@@ -182,7 +187,8 @@ def load_report(
         raise ResultsError(f"{run.root}: no such run directory; expected {RUN_JSON} and {RESULTS_DIR}/ inside it")
     meta = read_run_metadata(run.root)
     the_space = run_space(run.root, meta, space)
-    df = ResultStore(run.results, the_space).to_pandas()
+    # nullable integers keep FLOPs, params and integer dimensions integral next to failed rows
+    df = ResultStore(run.results, the_space).read().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     if df.empty:
         raise ResultsError(f"{run.results}: no result rows; run a search into {run.root} first")
     return build_report(df, the_space, objectives, evaluator, int(meta.get("num_classes", 10)))
@@ -307,7 +313,7 @@ def plot_front(df: pd.DataFrame, x: str, y: str, path: str | os.PathLike[str], t
     where = "post" if _direction(x) == "min" else "pre"
     ax.step(display_values(front, x), display_values(front, y), where=where, color="tab:red", lw=1.5)
     ax.scatter(display_values(front, x), display_values(front, y), s=28, c="tab:red", zorder=3,
-               label=f"Pareto front ({len(front)})")
+               label=f"Pareto front of {x}, {y} ({len(front)})")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
     ax.set_title(title or f"{len(front)} on the front of {len(rows)} rows", fontsize=9)
@@ -356,9 +362,10 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> dict[str, Path]
     _write_atomic(paths["csv"], _front_for_csv(report).to_csv(index=False))
     if len(report.objectives) >= 2:
         x, y = _plot_axes(report.objectives)
-        plot_front(report.rows, x, y, paths["png"], title=f"{report.space.name} / {report.evaluator}: {report.counts_line()}")
-    else:
-        paths.pop("png")
+        title = f"{report.space.name} / {report.evaluator}: {report.counts_line()}"
+        plot_front(report.rows, x, y, paths["png"], title=title)
+    else:  # one objective has no trade-off to draw; leave no stale plot behind
+        paths.pop("png").unlink(missing_ok=True)
     _write_atomic(paths["json"], json.dumps({**report.summary(), "files": {k: p.name for k, p in paths.items()}},
                                             indent=2) + "\n")
     return paths

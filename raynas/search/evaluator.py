@@ -33,13 +33,15 @@ class Evaluator:
 
     def __init__(
         self,
-        weights: dict[str, np.ndarray],
+        shared: dict[str, Any],
         meta: dict[str, Any],
-        data: dict[str, np.ndarray] | None = None,
         calibration: CalibrationConfig = CalibrationConfig(),
         indicator: dict[str, Any] | None = None,
         device: str = "cpu",
     ) -> None:
+        # Refs nested in a dict are not resolved by Ray before __init__: fetch them here, so a
+        # restarted actor re-reads the same zero-copy objects (the pool keeps them alive).
+        weights, data = (ray.get(r) if isinstance(r, ray.ObjectRef) else r for r in (shared["weights"], shared["data"]))
         self.space = space_from_dict(meta["space"], default_name=meta["space_name"])
         self.info = DataInfo.from_dict(meta["data"])
         self.device = torch.device(device)

@@ -56,7 +56,8 @@ class EvaluatorPool:
         self._refs = (weights_ref, data_ref)  # kept alive: restarted actors rebuild from them
         device = "cuda" if config.num_gpus > 0 else "cpu"
         self.actors = [
-            EvaluatorActor.options(**options).remote(weights_ref, meta, data_ref, config.calibration, config.indicator, device)
+            EvaluatorActor.options(**options).remote({"weights": weights_ref, "data": data_ref}, meta,
+                                                     config.calibration, config.indicator, device)
             for _ in range(config.num_actors)
         ]
 

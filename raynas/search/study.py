@@ -189,7 +189,7 @@ class Search:
     def _calibrate_top_k(self) -> list[dict[str, Any]]:
         """BigNAS-style second stage: calibrate the top K of the BN-score stage by Pareto rank."""
         table = self.store.to_pandas()
-        scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")]
+        scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")].drop_duplicates("arch")
         done = set(table.loc[table["evaluator"] == "calibrate", "trial"])
         ranks = pareto_ranks(scored[list(self.config.objectives)].to_numpy(float),
                              [OBJECTIVES[o] for o in self.config.objectives])

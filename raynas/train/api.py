@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from raynas.space import Arch, SearchSpace
 from raynas.train.checkpoint import latest_checkpoint, read_meta
 from raynas.train.config import TrainConfig
 from raynas.train.data_feed import pack_splits
-from raynas.train.loop import train_loop
+from raynas.train.loop import PROGRESS_FILE, progress_line, train_loop
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
         "train": config.to_dict(), "space": space.definition, "space_name": space.name, "info": packed["info"],
         "data_ref": ray.put(packed), "use_gpu": scaling.use_gpu, "run_name": name, "fixed_arch": fixed_arch,
         "fault": fault, "local_dir": str(storage / name) if scaling.num_workers == 0 else None,
+        "run_dir": str(storage / name),
     }
     trainer = TorchTrainer(
         train_loop,
@@ -98,15 +101,47 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=0),
+            # Ray Train's own console lines (one per report, and State-API warnings when the
+            # dashboard is off) would drown the per-epoch progress; its log files keep them all.
+            logging_config=ray.train.LoggingConfig(log_level="ERROR"),
         ),
     )
     try:
-        result = trainer.fit()
+        result = _fit_with_progress(trainer, storage / name, config.log_every_epoch)
     except Exception as err:  # Ray wraps worker errors; surface ours with the checkpoint kept
         raise _unwrap(err, storage / name) from err
     if result.checkpoint is None:
         raise TrainingError(f"run {name} finished without a checkpoint; see {storage / name}")
     return TrainResult(Path(result.checkpoint.path), _history(Path(result.checkpoint.path)), storage / name)
+
+
+def _fit_with_progress(trainer: TorchTrainer, run_dir: Path, show: bool) -> Any:
+    """Run ``trainer.fit()`` while printing one line per finished epoch from the run's progress file."""
+    progress = run_dir / PROGRESS_FILE
+    seen = len(progress.read_text().splitlines()) if progress.exists() else 0
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # re-raised in the calling thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    while thread.is_alive() or seen is not None:
+        thread.join(timeout=0.5)
+        if show and progress.exists():
+            lines = progress.read_text().splitlines()
+            for line in lines[seen:]:
+                metrics = json.loads(line)
+                print(progress_line(metrics, metrics["epochs"]), flush=True)
+            seen = len(lines)
+        if not thread.is_alive():
+            break
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:

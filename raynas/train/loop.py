@@ -7,6 +7,7 @@ all ranks used.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -28,6 +29,8 @@ from raynas.train.config import TrainConfig
 from raynas.train.data_feed import ShardFeed
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler, zero_init_residual_gamma
 from raynas.train.sandwich import Member, sandwich_members, sandwich_step
+
+PROGRESS_FILE = "progress.jsonl"
 
 
 class FixedChild(nn.Module):
@@ -105,8 +108,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             metrics["val_accuracy"] = _accuracy(model, packed, feed, fixed[0].arch, device)
         history.append(metrics)
         _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config, metrics)
-        if rank == 0 and config.log_every_epoch:
-            print(_progress_line(metrics, config.epochs), flush=True)
+        if rank == 0:
+            _append_progress(Path(loop_config["run_dir"]), metrics, config.epochs)
         _maybe_inject_fault(loop_config.get("fault"), rank, epoch)
 
 
@@ -171,7 +174,14 @@ def _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _progress_line(metrics: dict[str, Any], epochs: int) -> str:
+def _append_progress(run_dir: Path, metrics: dict[str, Any], epochs: int) -> None:
+    """One JSON line per epoch; the driver tails this file to show progress."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / PROGRESS_FILE, "a") as progress:
+        progress.write(json.dumps({**metrics, "epochs": epochs}) + "\n")
+
+
+def progress_line(metrics: dict[str, Any], epochs: int) -> str:
     losses = "  ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("loss_"))
     extra = f"  val acc {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
     return (f"[raynas] epoch {metrics['epoch']}/{epochs}  loss {losses}{extra}  "

@@ -1,0 +1,57 @@
+"""BN-calibrate architectures of a checkpoint on Ray actors and measure their accuracy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raynas.cli.common import add_address
+from raynas.cli.estimate_common import add_arch_selection, checkpoint_data, common_fields, select_archs, write_rows
+from raynas.cost import CostModel
+from raynas.estimate.calibration import CalibrationConfig
+from raynas.ray_env import ensure_ray
+from raynas.search import EvaluatorPool, PoolConfig
+from raynas.train import load_checkpoint
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--data", default=None, help="DATA; default: the checkpoint's own dataset")
+    add_arch_selection(parser, allow_all=False)
+    add_pool_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="output .parquet file")
+    add_address(parser)
+
+
+def add_pool_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calib-images", type=int, default=2000, help="N images for BN calibration (recorded)")
+    parser.add_argument("--actors", type=int, default=1, help="evaluator actors")
+    parser.add_argument("--actor-cpus", type=float, default=1.0)
+    parser.add_argument("--gpu", action="store_true", help="one GPU per evaluator actor")
+
+
+def pool_config(args: argparse.Namespace, seed: int) -> PoolConfig:
+    return PoolConfig(num_actors=args.actors, num_cpus=args.actor_cpus, num_gpus=1.0 if args.gpu else 0.0,
+                      calibration=CalibrationConfig(images=args.calib_images, seed=seed))
+
+
+def run(args: argparse.Namespace) -> int:
+    ensure_ray(args.address)
+    checkpoint = load_checkpoint(args.checkpoint)
+    space = checkpoint.space
+    archs = select_archs(args, space)
+    data = checkpoint_data(checkpoint, args.data)
+    with EvaluatorPool(checkpoint, data, pool_config(args, args.seed)) as pool:
+        results = pool.calibrate_and_evaluate(archs)
+    costs = CostModel(space, checkpoint.data.num_classes, checkpoint.data.in_channels).costs(archs)
+    base = common_fields(checkpoint, "calibrate", args.seed)
+    rows = [{**base, **result, "trial": i, "flops": int(costs["flops"][i]), "params": int(costs["params"][i])}
+            for i, result in enumerate(results)]
+    write_rows(rows, space, args.out)
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(f"calibrated {len(ok)}/{len(rows)} architectures on {args.calib_images} images each")
+    if ok:
+        best = max(ok, key=lambda r: r["accuracy"])
+        print(f"best top-1 {best['accuracy']:.4f}: {best['arch']}")
+    print(f"wrote {args.out}")
+    return 0
