@@ -13,6 +13,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -90,27 +91,42 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     fixed = [Member("child", space.arch(loop_config["fixed_arch"]))] if loop_config.get("fixed_arch") else None
     trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
     for epoch in range(start_epoch, config.epochs):
-        model.train()
         started, counter.bytes = time.perf_counter(), 0
-        totals: dict[str, float] = {}
-        batches = feed.epoch(epoch, step)
-        for step, images, labels in batches:
-            _maybe_poison(model, loop_config.get("fault"), step)
-            members = fixed or sandwich_members(space, config.seed, step, config.num_random)
-            losses = sandwich_step(net, members, [(images, labels)], feed.to_input, optimizer, config, step, space.key)
-            scheduler.step()
-            for role, value in losses.items():
-                totals[role] = totals.get(role, 0.0) + value
-        step += 1 if batches else 0
+        members_for = (lambda step: fixed) if fixed else _sandwich_for(space, config)
+        step, totals, steps = run_epoch(net, model, feed, epoch, step, members_for, optimizer, scheduler, config,
+                                        space.key, before_step=lambda s: _maybe_poison(model, loop_config.get("fault"), s))
         seconds = time.perf_counter() - started
-        metrics = _epoch_metrics(epoch, step, totals, len(batches), seconds, feed, counter, trainable_bytes, scheduler)
+        metrics = _epoch_metrics(epoch, step, totals, steps, seconds, feed, counter, trainable_bytes, scheduler)
         if fixed is not None:
-            metrics["val_accuracy"] = _accuracy(model, packed, feed, fixed[0].arch, device)
+            metrics["val_accuracy"] = accuracy(model, packed, feed, fixed[0].arch, device)
         history.append(metrics)
         _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config, metrics)
         if rank == 0:
             _append_progress(Path(loop_config["run_dir"]), metrics, config.epochs)
         _maybe_inject_fault(loop_config.get("fault"), rank, epoch)
+
+
+def _sandwich_for(space: Any, config: TrainConfig) -> Callable[[int], list[Member]]:
+    return lambda step: sandwich_members(space, config.seed, step, config.num_random)
+
+
+def run_epoch(
+    net: nn.Module, model: nn.Module, feed: ShardFeed, epoch: int, step: int,
+    members_for: Callable[[int], list[Member]], optimizer: torch.optim.Optimizer, scheduler: Any,
+    config: TrainConfig, key: Callable[[Arch], str], before_step: Callable[[int], None] | None = None,
+) -> tuple[int, dict[str, float], int]:
+    """One epoch of sandwich steps on this rank's shard; returns (next step, loss totals, steps)."""
+    model.train()
+    totals: dict[str, float] = {}
+    batches = feed.epoch(epoch, step)
+    for step, images, labels in batches:
+        if before_step is not None:
+            before_step(step)
+        losses = sandwich_step(net, members_for(step), [(images, labels)], feed.to_input, optimizer, config, step, key)
+        scheduler.step()
+        for role, value in losses.items():
+            totals[role] = totals.get(role, 0.0) + value
+    return step + (1 if batches else 0), totals, len(batches)
 
 
 def _resume(
@@ -143,7 +159,7 @@ def _epoch_metrics(epoch, step, totals, steps, seconds, feed, counter, trainable
     return metrics
 
 
-def _accuracy(model: nn.Module, packed: dict[str, Any], feed: ShardFeed, arch: Arch, device: torch.device) -> float:
+def accuracy(model: nn.Module, packed: dict[str, Any], feed: ShardFeed, arch: Arch, device: torch.device) -> float:
     model.eval()
     images = torch.from_numpy(packed["val_images"].copy()).to(device)
     labels = torch.from_numpy(packed["val_labels"].copy()).to(device)

@@ -1,0 +1,173 @@
+"""How well do cheap estimators rank children? Kendall tau / Spearman rho against standalone training.
+
+    python -m benchmarks.ranking --space mbv3_cifar          # CIFAR-10 from ../shared/data
+    python -m benchmarks.ranking --space nb201               # a reduced NAS-Bench-201 skeleton
+
+1. Draw N architectures stratified over FLOPs (one per FLOPs quantile bin).
+2. Ground truth: train each child from scratch on a short budget, one Ray Tune trial per child.
+3. Train a bn_only supernet (sandwich rule), keeping a checkpoint per epoch.
+4. Rank the children by: the BN indicator at step 0 (all gammas 1: a structure count) and after
+   training (several definitions), calibrated supernet accuracy, FLOPs and params.
+5. Report tau and rho of each against the ground truth, and the indicator's tau per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+from scipy.stats import kendalltau, spearmanr
+
+from benchmarks.common import OUT, cifar_spec, table, write_json
+from raynas.cost import CostModel
+from raynas.data import load_data
+from raynas.estimate import BNIndicator
+from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
+from raynas.ray_env import ensure_ray
+from raynas.space import Arch, SearchSpace, load_space, space_from_dict
+from raynas.supernet import build_supernet
+from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
+from raynas.train.data_feed import pack_splits
+from raynas.train.standalone import fit_child
+
+INDICATORS = {
+    "bn_score (sum, |gamma|)": {"depth_rule": "sum", "measure": "abs_gamma"},
+    "bn_score (mean, |gamma|)": {"depth_rule": "mean", "measure": "abs_gamma"},
+    "bn_score (sum, |gamma-1|)": {"depth_rule": "sum", "measure": "gamma_shift"},
+}
+
+
+def benchmark_space(name: str) -> SearchSpace:
+    space = load_space(name)
+    if name == "nb201":  # C=8, one cell per stage: the benchmark's skeleton at a CPU budget
+        return space_from_dict({**space.definition, "name": "nb201_c8_n1", "channels": 8, "cells_per_stage": 1})
+    return space
+
+
+def stratified_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    candidates = space.from_index_matrix(space.sample_index_matrix(40 * n, seed=seed))
+    unique = list(dict.fromkeys(candidates))
+    flops = CostModel(space).flops(unique)
+    order = np.argsort(flops, kind="stable")
+    rng = random.Random(seed)
+    return [unique[int(rng.choice(list(bin_)))] for bin_ in np.array_split(order, n)]
+
+
+def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], config: TrainConfig,
+                 cache: Path) -> dict[str, float]:
+    """Standalone training of every child, one Ray Tune trial each (cached on disk)."""
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [space.key(a) for a in archs if space.key(a) not in known]
+    if todo:
+        def trainable(trial_config: dict[str, Any], packed_data: dict[str, Any]) -> None:
+            torch.set_num_threads(1)
+            result = fit_child(space, space.arch(trial_config["arch"]), packed_data, config)
+            tune.report({"val_accuracy": result["val_accuracy"], "seconds": result["seconds"]})
+
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trainable, packed_data=packed), {"cpu": 1}),
+            param_space={"arch": tune.grid_search(todo)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=int(ray.cluster_resources().get("CPU", 1))),
+            run_config=tune.RunConfig(name=f"gt-{int(time.time())}", storage_path=str(OUT / "tune"), verbose=0),
+        )
+        for result in tuner.fit():
+            if result.error is None:
+                known[result.config["arch"]] = result.metrics["val_accuracy"]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=1))
+    return {k: known[k] for k in (space.key(a) for a in archs) if k in known}
+
+
+def correlations(truth: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
+    return {"kendall_tau": float(kendalltau(truth, estimate).statistic),
+            "spearman_rho": float(spearmanr(truth, estimate).statistic)}
+
+
+def indicator_rows(supernet: torch.nn.Module, archs: list[Arch], truth: np.ndarray, label: str) -> list[dict[str, Any]]:
+    rows = []
+    for name, options in INDICATORS.items():
+        scores = BNIndicator(**options).fit(supernet).score(archs)
+        rows.append({"estimator": f"{name} {label}", **correlations(truth, scores)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="mbv3_cifar")
+    parser.add_argument("--data", default=None, help="default: CIFAR-10 JPEGs from ../shared/data")
+    parser.add_argument("--archs", type=int, default=50)
+    parser.add_argument("--supernet-images", type=int, default=5000)
+    parser.add_argument("--supernet-epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=0.5, help="bn_only learning rate (BN-NAS used 0.25 at batch 512)")
+    parser.add_argument("--classifier", choices=["frozen", "trainable"], default="trainable")
+    parser.add_argument("--gt-images", type=int, default=2500)
+    parser.add_argument("--gt-epochs", type=int, default=3)
+    parser.add_argument("--val-images", type=int, default=2000)
+    parser.add_argument("--calib-images", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    started = time.time()
+    ensure_ray(quiet=True)
+    space = benchmark_space(args.space)
+    data_spec = args.data or cifar_spec()
+    data = load_data(data_spec, seed=args.seed, max_val_images=args.val_images)
+    archs = stratified_archs(space, args.archs, args.seed)
+    gt_config = TrainConfig(mode="full", epochs=args.gt_epochs, batch_size=64, lr=0.1, train_images=args.gt_images,
+                            seed=args.seed, log_every_epoch=False)
+    cache = OUT / f"ground_truth_{space.name}_{args.gt_images}x{args.gt_epochs}_v{args.val_images}_s{args.seed}.json"
+    truth_by_key = ground_truth(space, archs, pack_splits(data, args.gt_images), gt_config, cache)
+    archs = [a for a in archs if space.key(a) in truth_by_key]
+    truth = np.array([truth_by_key[space.key(a)] for a in archs])
+    gt_seconds = time.time() - started
+
+    config = TrainConfig(mode="bn_only", epochs=args.supernet_epochs, batch_size=64, lr=args.lr,
+                         classifier=args.classifier, train_images=args.supernet_images, seed=args.seed,
+                         log_every_epoch=True)
+    trained = train_supernet(space, data, config, Scaling(num_workers=0), out_dir=OUT / "ranking_runs",
+                             name=f"{space.name}-{int(time.time())}")
+    checkpoint = load_checkpoint(trained.checkpoint)
+    step0 = build_supernet(space, data.num_classes, data.channels, seed=args.seed, bn_layout=config.bn_layout)
+
+    rows = indicator_rows(step0, archs, truth, "@ step 0")
+    rows += indicator_rows(checkpoint.supernet, archs, truth, f"@ epoch {args.supernet_epochs}")
+    calibration = CalibrationConfig(images=args.calib_images, seed=args.seed)
+    calibrated = [calibrate_and_evaluate(checkpoint.supernet, a, data.calib, data.val, data.mean, data.std,
+                                         calibration)["accuracy"] for a in archs]
+    rows.append({"estimator": f"calibrated supernet accuracy ({args.calib_images} images)",
+                 **correlations(truth, np.array(calibrated))})
+    costs = CostModel(space, data.num_classes, data.channels).costs(archs)
+    rows.append({"estimator": "FLOPs", **correlations(truth, costs["flops"])})
+    rows.append({"estimator": "params", **correlations(truth, costs["params"])})
+
+    per_epoch = []
+    for folder in sorted(trained.run_dir.glob("checkpoint_epoch_*")):
+        ck = load_checkpoint(folder)
+        per_epoch.append({"epoch": ck.epoch, **{
+            name: correlations(truth, BNIndicator(**o).fit(ck.supernet).score(archs))["kendall_tau"]
+            for name, o in INDICATORS.items()}})
+
+    print(f"\nranking on {space.name}: {len(archs)} children, ground truth = standalone training "
+          f"({args.gt_images} images x {args.gt_epochs} epochs, top-1 on {len(data.val)} val images, "
+          f"range {truth.min():.3f}..{truth.max():.3f})")
+    print(table(rows, ["estimator", "kendall_tau", "spearman_rho"]))
+    print("\nBN indicator Kendall tau per bn_only epoch")
+    print(table(per_epoch, ["epoch", *INDICATORS]))
+    path = write_json(f"ranking_{args.space}", {
+        "args": vars(args), "space": space.name, "archs": [space.key(a) for a in archs], "truth": truth.tolist(),
+        "calibrated_accuracy": calibrated, "rows": rows, "per_epoch": per_epoch,
+        "ground_truth_seconds": gt_seconds, "total_seconds": time.time() - started,
+        "supernet_final_loss": trained.metrics[-1]})
+    print(f"\nwrote {path} in {time.time() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
