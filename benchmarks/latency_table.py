@@ -34,6 +34,8 @@ from raynas.space import SearchSpace, load_space
 from raynas.supernet import build_supernet
 
 OUT = Path(__file__).resolve().parent / "out" / "latency_table.json"
+CHILD_TIMING = {"repeats": 64, "rounds": 16}
+"""Twice the table's passes: a child is one long call, so a busy phase hits every call of a pass."""
 COLUMNS = ("space", "device", "entries", "n", "spearman", "kendall", "mae_pct", "meas/pred", "build_s")
 
 
@@ -45,7 +47,7 @@ def evaluate(space: SearchSpace, n: int, device: str, seed: int) -> dict[str, An
     archs = flops_stratified_sample(space, n, seed=seed)
     net = build_supernet(space, num_classes=table.num_classes).eval()
     children = [net.export(arch) for arch in archs]
-    measured = measure_children_ms(children, [space.resolution(a) for a in archs], device)
+    measured = measure_children_ms(children, [space.resolution(a) for a in archs], device, **CHILD_TIMING)
     predicted = table.predict(space, archs)
     return {
         "space": space.name, "device": table.device_key, "entries": len(table.entries), "n": n,
