@@ -168,7 +168,7 @@ class Search:
         if evaluator == "calibrate":
             rows = self.pool.calibrate_and_evaluate(archs)
         elif evaluator == "bn_score":
-            rows = self.pool.score(archs)
+            rows = self.pool.score(archs, batch_size=max(1, -(-len(archs) // len(self.pool.actors))))
         else:
             return [{"status": "ok"} for _ in archs]
         return [{k: v for k, v in r.items() if k != "arch"} for r in rows]
