@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=2000)
     parser.add_argument("--calib-images", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--supernet-run", type=Path, default=None,
+                        help="re-use the checkpoints of an earlier run folder instead of training again")
     args = parser.parse_args()
 
     started = time.time()
@@ -132,13 +134,16 @@ def main() -> None:
     config = TrainConfig(mode="bn_only", epochs=args.supernet_epochs, batch_size=64, lr=args.lr,
                          classifier=args.classifier, train_images=args.supernet_images, seed=args.seed,
                          log_every_epoch=True)
-    trained = train_supernet(space, data, config, Scaling(num_workers=0), out_dir=OUT / "ranking_runs",
-                             name=f"{space.name}-{int(time.time())}")
-    checkpoint = load_checkpoint(trained.checkpoint)
+    run_dir = args.supernet_run
+    if run_dir is None:
+        run_dir = train_supernet(space, data, config, Scaling(num_workers=0), out_dir=OUT / "ranking_runs",
+                                 name=f"{space.name}-{int(time.time())}").run_dir
+    epochs = sorted(run_dir.glob("checkpoint_epoch_*"))
+    checkpoint = load_checkpoint(epochs[-1])
     step0 = build_supernet(space, data.num_classes, data.channels, seed=args.seed, bn_layout=config.bn_layout)
 
     rows = indicator_rows(step0, archs, truth, "@ step 0")
-    rows += indicator_rows(checkpoint.supernet, archs, truth, f"@ epoch {args.supernet_epochs}")
+    rows += indicator_rows(checkpoint.supernet, archs, truth, f"@ epoch {checkpoint.epoch}")
     calibration = CalibrationConfig(images=args.calib_images, seed=args.seed)
     calibrated = [calibrate_and_evaluate(checkpoint.supernet, a, data.calib, data.val, data.mean, data.std,
                                          calibration)["accuracy"] for a in archs]
@@ -149,7 +154,7 @@ def main() -> None:
     rows.append({"estimator": "params", **correlations(truth, costs["params"])})
 
     per_epoch = []
-    for folder in sorted(trained.run_dir.glob("checkpoint_epoch_*")):
+    for folder in epochs:
         ck = load_checkpoint(folder)
         per_epoch.append({"epoch": ck.epoch, **{
             name: correlations(truth, BNIndicator(**o).fit(ck.supernet).score(archs))["kendall_tau"]
@@ -160,12 +165,13 @@ def main() -> None:
           f"range {truth.min():.3f}..{truth.max():.3f})")
     print(table(rows, ["estimator", "kendall_tau", "spearman_rho"]))
     print("\nBN indicator Kendall tau per bn_only epoch")
+    print(f"(supernet: {run_dir})")
     print(table(per_epoch, ["epoch", *INDICATORS]))
     path = write_json(f"ranking_{args.space}", {
         "args": vars(args), "space": space.name, "archs": [space.key(a) for a in archs], "truth": truth.tolist(),
         "calibrated_accuracy": calibrated, "rows": rows, "per_epoch": per_epoch,
         "ground_truth_seconds": gt_seconds, "total_seconds": time.time() - started,
-        "supernet_final_loss": trained.metrics[-1]})
+        "supernet_run": str(run_dir), "supernet_final_metrics": checkpoint.metrics[-1]})
     print(f"\nwrote {path} in {time.time() - started:.0f}s")
 
 

@@ -10,7 +10,8 @@ Definitions (the "Questions the code must answer" of DESIGN.md):
 
 - **What an op is.** MobileNet: one inverted-residual block, scored by its projection BN
   (``project.bn``) in the BN slot its (kernel, expand) choice selects, over the first
-  ``s{i}_width`` channels. NAS-Bench-201: the op on one edge, averaged over the cells (each
+  ``s{i}_width`` channels; the stem and head convs are ops too (their widths are searchable),
+  scored by their BN over the first ``stem_width`` / ``head_width`` channels. NAS-Bench-201: the op on one edge, averaged over the cells (each
   cell has its own weights, all cells share the architecture).
 - **BN layout.** The indicator tells two choices apart only if they own different BN
   parameters. Under the supernet's "shared" layout kernel and expand share one slot, so they
@@ -21,7 +22,7 @@ Definitions (the "Questions the code must answer" of DESIGN.md):
   contribute nothing under either rule.
 - **An untrained indicator is a structure count.** At init every gamma is 1, so with
   ``measure="abs_gamma"`` and ``depth_rule="sum"`` a MobileNet child scores exactly its number
-  of active blocks, and an NB201 child its number of BN-owning ops (plus
+  of active blocks plus 2 (stem and head), and an NB201 child its number of BN-owning ops (plus
   ``parameterless_score`` per BN-free op). Compare a trained indicator against this baseline.
 - **How far gammas move.** ``measure="gamma_shift"`` scores mean |gamma - 1| instead, the
   distance from the BN-only initialisation; it is 0 at init.
@@ -117,11 +118,17 @@ def combine(total: float | np.ndarray, count: float | np.ndarray, depth_rule: st
 
 # --- per-family tables ------------------------------------------------------------------------
 def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
-    """One table per block, shape (kernel choices, expand choices, width choices).
+    """One table per block, shape (kernel choices, expand choices, width choices), plus the stem
+    and head convs, whose widths are searchable too (shape (width choices,)).
 
-    Every block owns a BN, so ``parameterless_score`` is unused here.
+    Every op owns a BN, so ``parameterless_score`` is unused here.
     """
-    tables: dict[str, OpTable] = {}
+    spec = supernet.spec  # type: ignore[attr-defined]
+    tables: dict[str, OpTable] = {
+        "stem": OpTable(("stem_width",), prefix_means(slot_gammas(supernet.stem.bn), measure, spec.stem.width)[0]),
+        "head": OpTable(("head_width",),
+                        prefix_means(slot_gammas(supernet.head.conv.bn), measure, spec.head.width)[0]),
+    }
     stages = zip(supernet.spec.stages, supernet.stages, supernet.slots)  # type: ignore[attr-defined]
     for i, (stage, blocks, slots) in enumerate(stages):
         slot_of = np.array([[slots.slot(k, e) for e in stage.expand] for k in stage.kernel], dtype=np.intp)
@@ -293,7 +300,8 @@ def _mean_measure(gamma: torch.Tensor, measure: str) -> float:
 
 
 def _mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
-    scores = []
+    scores = [_mean_measure(supernet.stem.bn.weight[0, : int(arch["stem_width"])], measure),  # type: ignore[attr-defined]
+              _mean_measure(supernet.head.conv.bn.weight[0, : int(arch["head_width"])], measure)]  # type: ignore[attr-defined]
     with supernet.activated(arch):
         for i, blocks in enumerate(supernet.stages):  # type: ignore[attr-defined]
             width = int(arch[f"s{i}_width"])

@@ -121,10 +121,19 @@ def test_only_a_private_bn_layout_tells_kernels_apart(bn_layout, distinguished):
 def test_at_init_the_indicator_counts_active_blocks(name):
     sp, net = space(name), at_init(name)
     archs = [sp.min(), sp.max(), *(sp.sample(seed) for seed in range(20))]
-    blocks = [sum(int(a[f"s{i}_depth"]) for i in range(len(sp.spec.stages))) for a in archs]
+    blocks = [2 + sum(int(a[f"s{i}_depth"]) for i in range(len(sp.spec.stages))) for a in archs]  # + stem, head
     np.testing.assert_array_equal(BNIndicator().fit(net).score(archs), blocks)
     np.testing.assert_array_equal(BNIndicator(depth_rule="mean").fit(net).score(archs), 1.0)
     np.testing.assert_array_equal(BNIndicator(measure="gamma_shift").fit(net).score(archs), 0.0)
+
+
+def test_every_searchable_width_changes_the_trained_score():
+    sp = space("mbv3_cifar")
+    est = BNIndicator().fit(trained_like("mbv3_cifar", "private"))
+    base = sp.max().to_dict()
+    for dim in ("stem_width", "s2_width", "head_width", "s3_depth", "s1_b0_expand"):
+        other = sp.arch({**base, dim: sp.dim(dim).choices[0]})
+        assert est.score([other])[0] != est.score([sp.max()])[0], dim
 
 
 def test_at_init_nb201_counts_bn_ops_plus_parameterless_score():
