@@ -42,6 +42,8 @@ INDICATORS = {
     "bn_score (sum, |gamma|)": {"depth_rule": "sum", "measure": "abs_gamma"},
     "bn_score (mean, |gamma|)": {"depth_rule": "mean", "measure": "abs_gamma"},
     "bn_score (sum, |gamma-1|)": {"depth_rule": "sum", "measure": "gamma_shift"},
+    "bn_score (sum, |gamma|, BN-free ops score 1)": {"depth_rule": "sum", "measure": "abs_gamma",
+                                                     "parameterless_score": 1.0},
 }
 
 
@@ -97,6 +99,33 @@ def indicator_rows(supernet: torch.nn.Module, archs: list[Arch], truth: np.ndarr
         scores = BNIndicator(**options).fit(supernet).score(archs)
         rows.append({"estimator": f"{name} {label}", **correlations(truth, scores)})
     return rows
+
+
+def dimension_kind(name: str) -> str:
+    """s1_b2_kernel -> kernel, s3_width -> width, edge_0_1 -> edge op, resolution -> resolution."""
+    if name.startswith("edge_"):
+        return "edge op"
+    return name.rsplit("_", 1)[-1] if name.startswith("s") and name[1].isdigit() else name
+
+
+def discrimination(indicator: BNIndicator, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+    """Per kind of dimension: the share of pairs differing only there that score differently."""
+    rng = random.Random(seed)
+    counts: dict[str, list[int]] = {}
+    for _ in range(n):
+        arch = space.sample(rng)
+        for dim in space.dims:
+            if dim.name not in arch or len(dim.choices) < 2:
+                continue
+            other = rng.choice([c for c in dim.choices if c != arch[dim.name]])
+            changed = space.arch({**arch.to_dict(), dim.name: other}) if dim.kind != "depth" else None
+            if changed is None:  # a depth change adds or removes blocks: sample their choices
+                values = {**arch.to_dict(), dim.name: other}
+                changed = space.arch({d.name: values.get(d.name, rng.choice(d.choices)) for d in space.dims
+                                      if d.is_active(values) or d.name in values})
+            a, b = indicator.score([arch, changed])
+            counts.setdefault(dimension_kind(dim.name), []).append(int(a != b))
+    return [{"dimension": k, "pairs": len(v), "distinguished": sum(v) / len(v)} for k, v in sorted(counts.items())]
 
 
 def main() -> None:
@@ -160,16 +189,20 @@ def main() -> None:
             name: correlations(truth, BNIndicator(**o).fit(ck.supernet).score(archs))["kendall_tau"]
             for name, o in INDICATORS.items()}})
 
+    separated = discrimination(BNIndicator().fit(checkpoint.supernet), space, 100, args.seed)
+
     print(f"\nranking on {space.name}: {len(archs)} children, ground truth = standalone training "
           f"({args.gt_images} images x {args.gt_epochs} epochs, top-1 on {len(data.val)} val images, "
           f"range {truth.min():.3f}..{truth.max():.3f})")
     print(table(rows, ["estimator", "kendall_tau", "spearman_rho"]))
+    print("\ndoes the trained BN indicator tell each dimension apart? (pairs of children differing in one dimension)")
+    print(table(separated, ["dimension", "pairs", "distinguished"]))
     print("\nBN indicator Kendall tau per bn_only epoch")
     print(f"(supernet: {run_dir})")
     print(table(per_epoch, ["epoch", *INDICATORS]))
     path = write_json(f"ranking_{args.space}", {
         "args": vars(args), "space": space.name, "archs": [space.key(a) for a in archs], "truth": truth.tolist(),
-        "calibrated_accuracy": calibrated, "rows": rows, "per_epoch": per_epoch,
+        "calibrated_accuracy": calibrated, "rows": rows, "per_epoch": per_epoch, "discrimination": separated,
         "ground_truth_seconds": gt_seconds, "total_seconds": time.time() - started,
         "supernet_run": str(run_dir), "supernet_final_metrics": checkpoint.metrics[-1]})
     print(f"\nwrote {path} in {time.time() - started:.0f}s")
