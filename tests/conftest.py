@@ -1,4 +1,4 @@
-"""Shared fixtures. Ray-backed tests start one local instance per module (see tests/ray_fixtures)."""
+"""Shared fixtures: the CIFAR-10 JPEG tree for slow tests, and one local Ray instance per module."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import ray
 
 SHARED_CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar"
 CIFAR_CACHE = Path(os.environ.get("RAYNAS_CIFAR_DIR", Path.home() / ".cache" / "raynas" / "cifar10-jpeg"))
@@ -26,3 +27,14 @@ def cifar_jpeg_root() -> Path:
     with tarfile.open(SHARED_CIFAR_TAR) as tar:
         tar.extractall(CIFAR_CACHE, filter="data")
     return CIFAR_CACHE
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance per test module: 2 CPUs, no dashboard, no cluster from the env."""
+    os.environ.pop("RAY_ADDRESS", None)
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -11,7 +11,6 @@ from raynas.cli import main
 from raynas.space import load_space
 from raynas.supernet import load_child
 from raynas.train import Scaling, TrainConfig, train_supernet
-from tests.ray_fixtures import ray_local  # noqa: F401
 
 
 @pytest.fixture(scope="module")

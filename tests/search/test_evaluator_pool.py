@@ -9,7 +9,6 @@ from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluat
 from raynas.search import EvaluatorPool, PoolConfig
 from raynas.space import load_space
 from raynas.train import TrainConfig, load_checkpoint, train_supernet
-from tests.ray_fixtures import ray_local  # noqa: F401
 
 CALIB = CalibrationConfig(images=64, batch_size=64)
 

@@ -18,7 +18,6 @@ from raynas.search.samplers import SAMPLERS
 from raynas.search.study import SearchConfig, search
 from raynas.space import load_space
 from raynas.train import TrainConfig, load_checkpoint, train_supernet
-from tests.ray_fixtures import ray_local  # noqa: F401
 
 
 @pytest.fixture(scope="module")

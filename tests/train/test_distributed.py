@@ -10,7 +10,6 @@ from raynas.train import Scaling, TrainConfig, sandwich_members, sandwich_step, 
 from raynas.train.checkpoint import read_state
 from raynas.train.data_feed import ShardFeed, pack_splits
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler
-from tests.ray_fixtures import ray_local  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

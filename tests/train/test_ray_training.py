@@ -7,7 +7,6 @@ from raynas.errors import ConfigError, TrainingError
 from raynas.space import load_space
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
 from raynas.train.checkpoint import read_state
-from tests.ray_fixtures import ray_local  # noqa: F401
 
 CONFIG = TrainConfig(epochs=2, batch_size=64, lr=0.5, train_images=512, log_every_epoch=False)
 

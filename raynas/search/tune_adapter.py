@@ -1,0 +1,231 @@
+"""``tune_search``: the search of ``raynas.search.study`` run as a Ray Tune experiment.
+
+Which to pick:
+
+- ``search`` (Optuna ask/tell over the actor pool) for cheap evaluations. A BN score is a table
+  lookup of about 1 ms, and ask/tell adds about 1 ms per evaluation, while Ray Tune costs about
+  75 ms per trial even with ``reuse_actors=True``: as Tune trials, BN-score evaluations would
+  spend nearly all their time in Tune.
+- ``tune_search`` when each evaluation is expensive (BN calibration plus accuracy, retraining a
+  child), so the per-trial overhead is small beside it, or when you want Tune's schedulers,
+  experiment tracking, loggers and fault tolerance.
+
+``OptunaSearch`` hands out one configuration per Tune trial, so a Tune trial here is one
+architecture, and what ``search`` calls a batch is the set of concurrent trials
+(``max_concurrent``). Every trial evaluates on the shared ``EvaluatorPool`` actors, whose
+handles reach the trainable through ``tune.with_parameters``: no trial builds a supernet.
+
+Cheap objectives act first: the define-by-run function computes FLOPs, params (and latency)
+in the driver and sets the Optuna constraints before the trial starts. An infeasible trial is
+never scored, yet still reports every objective (``OptunaSearch`` leaves a trial RUNNING when
+one is missing or NaN): the unscored objective reports ``PENALTY``, and its row is stored as
+``infeasible`` without it. A trial whose evaluation fails raises, so Tune marks it ERROR,
+Optuna records FAIL and its row is stored as ``failed``. Rows are the ones ``search`` writes,
+in ``out_dir/results``, flushed every ``config.batch_size`` finished trials. The Optuna study
+lives in memory (a journal file costs milliseconds per suggested parameter, and Tune saves the
+searcher's state in ``out_dir/tune``), so a Tune search does not resume: run it again with a new
+``run_id`` or ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from raynas.errors import ConfigError
+from raynas.results import ResultStore, result_schema
+from raynas.results.report import write_run_metadata
+from raynas.search.costs import CheapObjectives
+from raynas.search.define import suggest_arch
+from raynas.search.objectives import CHEAP, OBJECTIVES
+from raynas.search.pool import EvaluatorPool
+from raynas.search.samplers import make_sampler
+from raynas.search.study import PENALTY, RESULTS_DIR, SearchConfig, check_satisfiable, evaluation_row
+from raynas.search.study import plain_value as _plain
+from raynas.train.checkpoint import LoadedCheckpoint
+
+PER_TRIAL = ("architecture",)
+INFO = "raynas"
+"""Config key of what the driver decided for a trial: Optuna number, arch key, cheap values."""
+TUNE_DIR = "tune"
+
+
+class EvaluationFailed(RuntimeError):
+    """An evaluator returned a failed row; raised so that Tune marks the trial ERROR."""
+
+
+@dataclass
+class TuneSearchResult:
+    out_dir: Path
+    study: optuna.Study
+    store: ResultStore
+    results: tune.ResultGrid
+
+
+class DefineArch:
+    """The define-by-run space: suggest an architecture, compute its cheap objectives, constrain."""
+
+    def __init__(self, cheap: CheapObjectives, config: SearchConfig) -> None:
+        self.cheap, self.config = cheap, config
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        space = self.cheap.space
+        arch = suggest_arch(trial, space)
+        cheap = {k: _plain(v[0]) for k, v in self.cheap([arch]).items()}
+        feasible = True
+        for c in self.config.parsed_constraints:
+            violation = c.violation(float(cheap[c.name]))
+            trial.set_constraint(str(c), violation)
+            feasible = feasible and violation <= 0
+        return {INFO: {"trial": trial.number, "arch": space.key(arch), "cheap": cheap, "feasible": feasible,
+                       "suggested_at": time.time()}}
+
+
+def evaluate_trial(config: dict[str, Any], actors: list[Any], objectives: Sequence[str], evaluator: str) -> None:
+    """The Tune trainable: one architecture on one pool actor, every objective reported."""
+    info = config[INFO]
+    started = time.time()
+    if not info["feasible"]:
+        result: dict[str, Any] = {"status": "infeasible"}
+    elif evaluator == "cost":
+        result = {"status": "ok"}
+    else:
+        actor = actors[info["trial"] % len(actors)]
+        method = "score" if evaluator == "bn_score" else "calibrate_and_evaluate"
+        row = ray.get(getattr(actor, method).remote([info["arch"]]))[0]
+        if row["status"] == "failed":
+            raise EvaluationFailed(row.get("error") or "the evaluator returned a failed row")
+        result = {k: v for k, v in row.items() if k not in ("arch", "evaluator")}
+    penalties = {o: PENALTY for o in objectives if o not in CHEAP and result.get(o) is None}
+    tune.report({**info["cheap"], **penalties, **result, "started_at": started, "finished_at": time.time()})
+
+
+class RowWriter(tune.Callback):
+    """Driver-side: one ``search``-style row per finished trial, written in closed batches."""
+
+    def __init__(self, store: ResultStore, checkpoint: LoadedCheckpoint, config: SearchConfig) -> None:
+        self.store, self.config = store, config
+        self.columns = set(result_schema(store.space).names)
+        self.checkpoint_id = checkpoint.checkpoint_id
+        self.rows: list[dict[str, Any]] = []
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result
+        row = {k: _plain(v) for k, v in result.items() if k in self.columns}
+        if row.get("status") == "infeasible":
+            row = {k: v for k, v in row.items() if k not in OBJECTIVES or k in CHEAP}
+        self._add(trial, row)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        path = Path(trial.error_file) if trial.error_file else None  # the driver's copy, synced later
+        error = path.read_text().strip() if path and path.is_file() else "the trial errored; see Tune's logs"
+        self._add(trial, {"status": "failed", "error": error[-2000:], "finished_at": time.time()})
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    def _add(self, trial: Any, row: dict[str, Any]) -> None:
+        decided = trial.config[INFO]
+        self.rows.append(evaluation_row(self.config, self.checkpoint_id, decided["trial"], decided["arch"],
+                                        decided["suggested_at"], decided["cheap"], row))
+        if len(self.rows) >= self.config.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.store.write_batch(self.rows)
+            self.rows = []
+
+
+def tune_search(
+    checkpoint: LoadedCheckpoint,
+    pool: EvaluatorPool,
+    out_dir: str | os.PathLike[str],
+    config: SearchConfig = SearchConfig(),
+    per_trial: str = "architecture",
+    max_concurrent: int | None = None,
+    trial_cpus: float = 0.01,
+    latency_table: Any = None,
+    progress: bool = False,
+) -> TuneSearchResult:
+    """Run ``config.trials`` Tune trials, one architecture each, on ``pool``'s actors.
+
+    ``max_concurrent`` trials run at once (default: two per actor, so each actor has the next
+    architecture queued). ``trial_cpus`` is what each trial reserves: a trial only waits on an
+    actor, so it should be tiny; Tune refuses 0, and the pool's actors must leave this much free.
+    """
+    if per_trial not in PER_TRIAL:
+        raise ConfigError(f"per_trial must be one of {list(PER_TRIAL)} (OptunaSearch hands out one "
+                          f"configuration per trial), got {per_trial!r}")
+    if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
+        raise ConfigError("latency_ms needs a latency table: pass latency_table")
+    concurrent = max_concurrent or 2 * len(pool.actors)
+    _check_trial_resources(trial_cpus, concurrent)
+    out = _fresh_dir(Path(out_dir).resolve(), config.run_id)
+    storage = optuna.storages.InMemoryStorage()  # Tune keeps the searcher's state; a journal costs ms per parameter
+    space = checkpoint.space
+    store = ResultStore(out / RESULTS_DIR, space)
+    cheap = CheapObjectives(space, checkpoint.data.num_classes, checkpoint.data.in_channels, latency_table)
+    check_satisfiable(cheap, config.parsed_constraints)
+    write_run_metadata(out, space, run_id=config.run_id, engine="ray.tune", checkpoint=str(checkpoint.path),
+                       checkpoint_id=checkpoint.checkpoint_id, search=config.describe(),
+                       data=checkpoint.data.to_dict(), num_classes=checkpoint.data.num_classes)
+    searcher = OptunaSearch(
+        space=DefineArch(cheap, config), metric=list(config.objectives),
+        mode=["max" if OBJECTIVES[o] == "maximize" else "min" for o in config.objectives],
+        sampler=make_sampler(config.sampler, config.seed, config.population),
+        study_name=config.run_id, storage=storage,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(evaluate_trial, actors=list(pool.actors), objectives=list(config.objectives),
+                             evaluator=config.evaluator),
+        {"cpu": trial_cpus},
+    )
+    writer = RowWriter(store, checkpoint, config)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.trials,
+                                    max_concurrent_trials=concurrent, reuse_actors=True,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(name=config.run_id, storage_path=str(out / TUNE_DIR), callbacks=[writer],
+                                  verbose=1 if progress else 0),
+    )
+    grid = tuner.fit()
+    writer.flush()
+    study = optuna.load_study(study_name=config.run_id, storage=storage)
+    return TuneSearchResult(out, study, store, grid)
+
+
+def trial_name(trial: Any) -> str:
+    """Name Tune's trials (and their folders) by Optuna trial number, as the result rows are."""
+    return f"trial_{trial.config[INFO]['trial']:05d}"
+
+
+def _check_trial_resources(trial_cpus: float, concurrent: int) -> None:
+    """Fail fast where Tune would wait forever for CPUs the evaluator actors hold."""
+    if trial_cpus <= 0:
+        raise ConfigError(f"trial_cpus must be > 0 (Tune cannot schedule a trial that needs nothing), got {trial_cpus}")
+    free = ray.available_resources().get("CPU", 0.0)
+    if free < trial_cpus:
+        raise ConfigError(f"each Tune trial needs {trial_cpus:g} CPU, but only {free:g} is free beside the "
+                          f"evaluator actors; give the pool fewer CPUs (PoolConfig.num_cpus) or lower trial_cpus")
+    if concurrent < 1:
+        raise ConfigError(f"max_concurrent must be >= 1, got {concurrent}")
+
+
+def _fresh_dir(out: Path, run_id: str) -> Path:
+    """``out``, refusing a run directory where this run_id already ran (a Tune search does not resume)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / TUNE_DIR / run_id).exists():
+        raise ConfigError(f"{out} already holds Tune run {run_id!r}; a Tune search does not resume: "
+                          f"use a new run_id or out_dir")
+    return out
