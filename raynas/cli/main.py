@@ -10,8 +10,10 @@ from types import ModuleType
 import optuna
 
 from raynas.cli import (
+    bpe_cmd,
     calibrate_cmd,
     export_cmd,
+    latency_cmd,
     report_cmd,
     retrain_cmd,
     run_cmd,
@@ -31,7 +33,9 @@ COMMANDS: dict[str, ModuleType] = {
     "calibrate": calibrate_cmd,
     "search": search_cmd,
     "report": report_cmd,
+    "latency": latency_cmd,
     "export": export_cmd,
+    "bpe": bpe_cmd,
 }
 
 

@@ -43,6 +43,7 @@ class DataSplits:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    hflip: bool = True  # whether mirrored images are still valid examples (not for digits)
 
     @property
     def channels(self) -> int:

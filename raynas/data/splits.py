@@ -48,7 +48,7 @@ def load_data(
     if max_val_images is not None:
         test = test.subset(torch.randperm(len(test), generator=gen)[:max_val_images])
     mean, std = _channel_stats(train)
-    return DataSplits(spec, train, calib, test, classes, mean, std)
+    return DataSplits(spec, train, calib, test, classes, mean, std, hflip=kind != "digits")
 
 
 def _channel_stats(data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -21,11 +21,15 @@ def to_model_input(
     return x
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random horizontal flip and random crop with zero padding (CIFAR-style), per image."""
+def augment(images: torch.Tensor, generator: torch.Generator, hflip: bool = True, pad: int | None = None) -> torch.Tensor:
+    """Random crop with zero padding (an eighth of the side: 4 px on CIFAR) and, where the data
+    allows it, a random horizontal flip. Digits must not be flipped: a mirrored 3 is no 3."""
     n, _, h, w = images.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    out = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    pad = max(1, h // 8) if pad is None else pad
+    out = images
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     if pad == 0:
         return out
     padded = F.pad(out, (pad, pad, pad, pad))

@@ -34,6 +34,7 @@ class DataInfo:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    hflip: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "mean": list(self.mean), "std": list(self.std)}

@@ -21,7 +21,8 @@ def pack_splits(data: DataSplits, train_images: int | None = None) -> dict[str, 
         "train_labels": data.train.labels[:n].numpy(),
         "val_images": data.val.images.numpy(),
         "val_labels": data.val.labels.numpy(),
-        "info": DataInfo(data.name, data.num_classes, data.channels, data.image_size, data.mean, data.std).to_dict(),
+        "info": DataInfo(data.name, data.num_classes, data.channels, data.image_size, data.mean, data.std,
+                         data.hflip).to_dict(),
     }
 
 
@@ -61,7 +62,7 @@ class ShardFeed:
             images = self.images[index]
             if self.augment:
                 gen = torch.Generator().manual_seed(hash((self.seed, first_step + i, self.rank)) & 0x7FFFFFFF)
-                images = augment(images.cpu(), gen).to(self.images.device)
+                images = augment(images.cpu(), gen, hflip=self.info.hflip).to(self.images.device)
             batches.append((first_step + i, images, self.labels[index]))
         return batches
 

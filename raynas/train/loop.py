@@ -72,6 +72,7 @@ def build_model(loop_config: dict[str, Any], config: TrainConfig, info: dict[str
 def train_loop(loop_config: dict[str, Any]) -> None:
     """Entry point run by every Ray Train worker (or in the driver when num_workers=0)."""
     config = TrainConfig.from_dict(loop_config["train"])
+    torch.manual_seed(config.seed)  # dropout draws from the global generator; resume restores its state
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else torch.device("cpu")

@@ -1,0 +1,54 @@
+"""Budgeted performance estimation: search the cheap proxy that ranks a reference set best (MIP).
+
+    raynas bpe BPE.yaml --reference FILE --out DIR [--rounds R --trials-per-round K ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raynas.cli.common import add_address
+from raynas.search.samplers import SAMPLERS
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bpe", type=Path, help="BPE space file (see search_spaces/bpe/)")
+    parser.add_argument("--reference", type=Path, required=True,
+                        help="reference table (.csv or .parquet) with columns arch, accuracy")
+    parser.add_argument("--out", type=Path, required=True, help="new folder for trials/, bpe_result.json and tune/")
+    parser.add_argument("--data", default=None, help="DATA override: digits | cifar10:ROOT | imagefolder:ROOT | synthetic")
+    parser.add_argument("--rounds", type=int, default=None, help="max MIP rounds (default: the file's mip.rounds)")
+    parser.add_argument("--trials-per-round", type=int, default=None, help="BPE trials per round, run in parallel")
+    parser.add_argument("--max-trials", type=int, default=None, help="stop once this many trials ran")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop before a round after this wall time")
+    parser.add_argument("--cost-weight", type=float, default=None,
+                        help="lambda of the objective tau - lambda * cost / max cost (default 0: tau alone)")
+    parser.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="Optuna sampler of the trials")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--gpu", action="store_true", help="one GPU per trial")
+    parser.add_argument("--keep-runs", action="store_true", help="keep every trial's supernet checkpoints under OUT/runs")
+    add_address(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from raynas.bpe import load_bpe_space, run_bpe  # Ray Tune and scipy load only for this command
+    from raynas.bpe.space import setting_key
+
+    bpe = load_bpe_space(args.bpe)
+    result = run_bpe(
+        bpe, args.reference, args.out, data=args.data, rounds=args.rounds, trials_per_round=args.trials_per_round,
+        max_trials=args.max_trials, max_seconds=args.max_seconds, cost_weight=args.cost_weight, sampler=args.sampler,
+        address=args.address, cpus_per_trial=args.cpus_per_trial, use_gpu=args.gpu, keep_runs=args.keep_runs,
+    )
+    print(f"{bpe.name}: {len(result.records)} trials in {len(result.rounds)} rounds, {result.seconds:.0f}s "
+          f"({result.stop_reason})")
+    for summary in result.rounds:
+        if summary.decision is not None:
+            importances = ", ".join(f"{k} {v:.2f}" for k, v in summary.decision.importances.items())
+            print(f"  round {summary.round}: fixed {summary.decision.param}={summary.decision.value} "
+                  f"(importances: {importances})")
+    print(f"chosen: {setting_key(result.setting)}")
+    print(f"  kendall tau {result.tau:.4f}  spearman rho {result.rho:.4f}  cost {result.cost_seconds:.1f}s on {result.device}")
+    print(f"trials: {result.trials_dir}  result: {result.result_path}")
+    return 0
