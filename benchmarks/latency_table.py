@@ -1,7 +1,9 @@
 """How well does the per-block latency table rank and predict real latency?
 
-For each space: measure the table on this machine, export children sampled one per FLOPs
-quantile, time each whole child end to end, and compare. Prints one row per space and writes
+For each space: export children sampled one per FLOPs quantile, time each whole child end to
+end, measure the table on this machine, time the children again, and compare. Prints one row
+per space (``repeat_rho``: how well the two end-to-end runs agree, the ceiling for ``spearman``;
+``meas/pred``: median ratio of measured to predicted latency) and writes
 ``benchmarks/out/latency_table.json`` (per-child numbers included).
 
     .venv/bin/python benchmarks/latency_table.py [--spaces tiny mbv3_cifar] [--children 40] [--threads 1] [--gpu]
@@ -36,30 +38,36 @@ from raynas.supernet import build_supernet
 OUT = Path(__file__).resolve().parent / "out" / "latency_table.json"
 CHILD_TIMING = {"repeats": 64, "rounds": 16}
 """Twice the table's passes: a child is one long call, so a busy phase hits every call of a pass."""
-COLUMNS = ("space", "device", "entries", "n", "spearman", "kendall", "mae_pct", "meas/pred", "build_s")
+COLUMNS = ("space", "device", "entries", "n", "spearman", "kendall", "mae_pct", "meas/pred", "repeat_rho", "build_s")
 
 
 def evaluate(space: SearchSpace, n: int, device: str, seed: int) -> dict[str, Any]:
-    """Build the table, time ``n`` exported children end to end, and compare the two."""
+    """Time ``n`` exported children end to end, build the table, time them again, and compare.
+
+    The ground truth is the mean of the two end-to-end runs; how well the runs agree with each
+    other (``repeat_rho``) is the best rank correlation this machine allows right now.
+    """
+    archs = flops_stratified_sample(space, n, seed=seed)
+    net = build_supernet(space, num_classes=10).eval()
+    children, resolutions = [net.export(arch) for arch in archs], [space.resolution(a) for a in archs]
+    before = measure_children_ms(children, resolutions, device, **CHILD_TIMING)
     start = time.perf_counter()
     table = measure_latency_table(space, device)
     build_s = time.perf_counter() - start
-    archs = flops_stratified_sample(space, n, seed=seed)
-    net = build_supernet(space, num_classes=table.num_classes).eval()
-    children = [net.export(arch) for arch in archs]
-    measured = measure_children_ms(children, [space.resolution(a) for a in archs], device, **CHILD_TIMING)
-    predicted = table.predict(space, archs)
+    after = measure_children_ms(children, resolutions, device, **CHILD_TIMING)
+    measured, predicted = (before + after) / 2, table.predict(space, archs)
     return {
         "space": space.name, "device": table.device_key, "entries": len(table.entries), "n": n,
         "spearman": float(spearmanr(predicted, measured).statistic),
         "kendall": float(kendalltau(predicted, measured).statistic),
         "mae_pct": float(np.mean(np.abs(predicted - measured) / measured) * 100),
         "meas/pred": float(np.median(measured / predicted)),
+        "repeat_rho": float(spearmanr(before, after).statistic),
         "build_s": build_s,
         "table_meta": table.meta,
         "children": [
-            {"arch": space.key(a), "flops": int(f), "predicted_ms": float(p), "measured_ms": float(m)}
-            for a, f, p, m in zip(archs, CostModel(space).flops(archs), predicted, measured)
+            {"arch": space.key(a), "flops": int(f), "predicted_ms": float(p), "measured_ms": [float(b), float(c)]}
+            for a, f, p, b, c in zip(archs, CostModel(space).flops(archs), predicted, before, after)
         ],
     }
 

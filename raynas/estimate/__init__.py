@@ -14,3 +14,21 @@ from raynas.estimate.bn_indicator import (
 )
 
 __all__ = ["DEPTH_RULES", "MEASURES", "BNIndicator", "NotFittedError", "OpTable", "score_direct"]
+
+from raynas.estimate.latency import (
+    LatencyTable,
+    MissingLatencyEntryError,
+    cached_latency_table,
+    child_signatures,
+    device_key,
+    flops_stratified_sample,
+    measure_children_ms,
+    measure_end_to_end,
+    measure_latency_table,
+    num_threads,
+)
+
+__all__ += [
+    "LatencyTable", "MissingLatencyEntryError", "cached_latency_table", "child_signatures", "device_key",
+    "flops_stratified_sample", "measure_children_ms", "measure_end_to_end", "measure_latency_table", "num_threads",
+]

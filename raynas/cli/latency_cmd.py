@@ -1,0 +1,70 @@
+"""Measure a per-block latency table of a space on this machine (CPU, or GPU with --gpu)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from raynas.estimate.latency import (
+    DEFAULT_REPEATS,
+    DEFAULT_ROUNDS,
+    DEFAULT_WARMUP,
+    LatencyTable,
+    MissingLatencyEntryError,
+    measure_latency_table,
+    num_threads,
+)
+from raynas.space import SearchSpace, load_space
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", help="a shipped space name (tiny, mbv3_cifar, nb201, ...) or a .yaml path")
+    parser.add_argument("--out", type=Path, required=True, help="the table file to write (JSON)")
+    parser.add_argument("--gpu", action="store_true", help="measure on the GPU (cuda) instead of the CPU")
+    parser.add_argument("--resolution", type=int, nargs="+", action="extend", default=None, metavar="R",
+                        help="measure only these input resolutions (keeps large spaces cheap); default: all")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads while measuring (part of the device key); default: torch's setting")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per entry")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed calls per entry and pass")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved passes over the table")
+    parser.add_argument("--num-classes", type=int, default=10, help="classifier outputs of the head")
+    parser.add_argument("--in-channels", type=int, default=3, help="input image channels of the stem")
+
+
+def run(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    start = time.perf_counter()
+    with num_threads(args.threads):
+        table = measure_latency_table(
+            space, "cuda" if args.gpu else "cpu", args.batch_size, args.repeats, args.warmup, args.resolution,
+            num_classes=args.num_classes, in_channels=args.in_channels, rounds=args.rounds, progress=_progress,
+        )
+    seconds = time.perf_counter() - start
+    path = table.save(args.out)
+    print(f"measured {len(table.entries)} block entries of {space.name} on {table.device_key} in {seconds:.1f} s "
+          f"(batch {table.batch_size}, resolutions {list(table.resolutions)})")
+    _print_range(space, table)
+    print(f"wrote {path}")
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    """A pass counter on a terminal; nothing in logs."""
+    if sys.stderr.isatty():
+        print(f"\r  measuring: pass {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def _print_range(space: SearchSpace, table: LatencyTable) -> None:
+    """Predicted latency of the smallest and largest child at the measured resolutions."""
+    small, large = space.min().to_dict(), space.max().to_dict()
+    if "resolution" in space.names:
+        small["resolution"], large["resolution"] = table.resolutions[0], table.resolutions[-1]
+    try:
+        low, high = table.predict(space, [space.arch(small), space.arch(large)])
+    except MissingLatencyEntryError:
+        return
+    print(f"predicted latency: {low:.3f} ms (smallest child) .. {high:.3f} ms (largest child)")
