@@ -63,11 +63,23 @@ def stratified_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
     return [unique[int(rng.choice(list(bin_)))] for bin_ in np.array_split(order, n)]
 
 
+def harvest(tune_dirs: list[Path]) -> dict[str, float]:
+    """Ground truth of finished trials of earlier (possibly interrupted) Tune runs."""
+    found = {}
+    for result in (p for d in tune_dirs for p in d.glob("*/result.json")):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if lines and "val_accuracy" in lines[-1]:
+            found[lines[-1]["config"]["arch"]] = lines[-1]["val_accuracy"]
+    return found
+
+
 def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], config: TrainConfig,
-                 cache: Path) -> dict[str, float]:
+                 cache: Path, train_missing: bool = True) -> dict[str, float]:
     """Standalone training of every child, one Ray Tune trial each (cached on disk)."""
     known = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = [space.key(a) for a in archs if space.key(a) not in known]
+    keys = {space.key(a) for a in archs}
+    known.update({k: v for k, v in harvest(sorted((OUT / "tune").glob("gt-*"))).items() if k in keys})
+    todo = [space.key(a) for a in archs if space.key(a) not in known] if train_missing else []
     if todo:
         def trainable(trial_config: dict[str, Any], packed_data: dict[str, Any]) -> None:
             torch.set_num_threads(1)
@@ -83,8 +95,8 @@ def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], 
         for result in tuner.fit():
             if result.error is None:
                 known[result.config["arch"]] = result.metrics["val_accuracy"]
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=1))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(known, indent=1))
     return {k: known[k] for k in (space.key(a) for a in archs) if k in known}
 
 
@@ -142,6 +154,8 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=2000)
     parser.add_argument("--calib-images", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cached-ground-truth-only", action="store_true",
+                        help="rank only the drawn children whose standalone accuracy is already known")
     parser.add_argument("--supernet-run", type=Path, default=None,
                         help="re-use the checkpoints of an earlier run folder instead of training again")
     args = parser.parse_args()
@@ -155,7 +169,8 @@ def main() -> None:
     gt_config = TrainConfig(mode="full", epochs=args.gt_epochs, batch_size=64, lr=0.1, train_images=args.gt_images,
                             seed=args.seed, log_every_epoch=False)
     cache = OUT / f"ground_truth_{space.name}_{args.gt_images}x{args.gt_epochs}_v{args.val_images}_s{args.seed}.json"
-    truth_by_key = ground_truth(space, archs, pack_splits(data, args.gt_images), gt_config, cache)
+    truth_by_key = ground_truth(space, archs, pack_splits(data, args.gt_images), gt_config, cache,
+                                train_missing=not args.cached_ground_truth_only)
     archs = [a for a in archs if space.key(a) in truth_by_key]
     truth = np.array([truth_by_key[space.key(a)] for a in archs])
     gt_seconds = time.time() - started
@@ -191,7 +206,7 @@ def main() -> None:
 
     separated = discrimination(BNIndicator().fit(checkpoint.supernet), space, 100, args.seed)
 
-    print(f"\nranking on {space.name}: {len(archs)} children, ground truth = standalone training "
+    print(f"\nranking on {space.name}: {len(archs)} of {args.archs} drawn children, ground truth = standalone training "
           f"({args.gt_images} images x {args.gt_epochs} epochs, top-1 on {len(data.val)} val images, "
           f"range {truth.min():.3f}..{truth.max():.3f})")
     print(table(rows, ["estimator", "kendall_tau", "spearman_rho"]))
