@@ -207,7 +207,8 @@ def test_removing_a_node_mid_search_loses_and_duplicates_nothing(cluster, traine
     assert sorted(scored["trial"]) == list(range(trials)), "a trial is missing or has two rows"
     assert (scored["status"] == "ok").all() and scored["bn_score"].notna().all()
     before, after = scored[scored["trial"] < 5 * batch], scored[scored["trial"] >= 5 * batch]
-    assert set(before["node_id"]) == {victim} and victim not in set(after["node_id"])
+    # BN-score batches are spread over both actors; the victim served rows before and none after
+    assert victim in set(before["node_id"]) and victim not in set(after["node_id"])
     assert len(result.study.trials) == trials
     assert {t.state for t in result.study.trials} == {optuna.trial.TrialState.COMPLETE}
 

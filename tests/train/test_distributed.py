@@ -13,7 +13,9 @@ from raynas.train.modes import configure_trainable, make_optimizer, make_schedul
 
 pytestmark = pytest.mark.slow
 
-CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.5, train_images=384, log_every_epoch=False)
+# A moderate learning rate: DDP sums the two shards' gradients in another order than one process
+# does, and a high rate amplifies that rounding over the run.
+CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.1, train_images=384, log_every_epoch=False)
 TWO = Scaling(num_workers=2)
 
 
