@@ -4,31 +4,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from raynas.data import load_data
 from raynas.errors import ConfigError
-from raynas.estimate.calibration import CalibrationConfig
 from raynas.results.report import read_run_metadata
-from raynas.search import EvaluatorPool, PoolConfig
 from raynas.search.study import SearchConfig
 from raynas.search.tune_adapter import tune_search
-from raynas.space import load_space
-from raynas.train import TrainConfig, load_checkpoint, train_supernet
 
 LIMIT = 1.5e5  # about 40% of the tiny space's children are feasible
-
-
-@pytest.fixture(scope="module")
-def trained(ray_local, tmp_path_factory):
-    config = TrainConfig(epochs=1, train_images=256, log_every_epoch=False)
-    result = train_supernet(load_space("tiny"), "digits", config, out_dir=tmp_path_factory.mktemp("t"), name="t")
-    return load_checkpoint(result.checkpoint)
-
-
-@pytest.fixture(scope="module")
-def pool(trained):
-    with EvaluatorPool(trained, load_data("digits"), PoolConfig(num_actors=1, num_cpus=0.5,
-                                                                calibration=CalibrationConfig(images=64))) as p:
-        yield p
 
 
 def test_nsga2_tune_search_writes_one_row_per_trial_and_marks_infeasible(trained, pool, tmp_path):
