@@ -165,7 +165,8 @@ class Search:
         self.store.write_batch(rows)
         for (trial, _), row in zip(batch, rows):
             self._tell(trial, row)
-        self.journal.add_trials([self.study.trials[trial.number] for trial, _ in batch])
+        finished = self.study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
+        self.journal.add_trials([finished[trial.number] for trial, _ in batch])
 
     def _score(self, archs: list[Arch]) -> list[dict[str, Any]]:
         if not archs:
