@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from raynas.errors import ConfigError
 from raynas.results import ResultStore
-from raynas.results.report import write_run_metadata
+from raynas.results.report import RESULTS_DIR, write_run_metadata
 from raynas.search.costs import CheapObjectives
 from raynas.search.define import suggest_arch
 from raynas.search.objectives import CHEAP, OBJECTIVES, Constraint, parse_objectives
@@ -34,7 +34,6 @@ from raynas.search.samplers import make_sampler, sampler_name
 from raynas.space import Arch
 from raynas.train.checkpoint import LoadedCheckpoint
 
-RESULTS_DIR = "results"
 JOURNAL_FILE = "study.journal"
 PENALTY = 0.0
 """Value told to Optuna for the unscored objective of an infeasible child (never stored)."""
