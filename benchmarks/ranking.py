@@ -63,12 +63,12 @@ def stratified_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
     return [unique[int(rng.choice(list(bin_)))] for bin_ in np.array_split(order, n)]
 
 
-def harvest(tune_dirs: list[Path]) -> dict[str, float]:
-    """Ground truth of finished trials of earlier (possibly interrupted) Tune runs."""
+def harvest(tune_dirs: list[Path], budget: str) -> dict[str, float]:
+    """Ground truth of finished trials of earlier (possibly interrupted) Tune runs with the same budget."""
     found = {}
     for result in (p for d in tune_dirs for p in d.glob("*/result.json")):
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if lines and "val_accuracy" in lines[-1]:
+        if lines and "val_accuracy" in lines[-1] and lines[-1]["config"].get("budget") == budget:
             found[lines[-1]["config"]["arch"]] = lines[-1]["val_accuracy"]
     return found
 
@@ -78,7 +78,7 @@ def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], 
     """Standalone training of every child, one Ray Tune trial each (cached on disk)."""
     known = json.loads(cache.read_text()) if cache.exists() else {}
     keys = {space.key(a) for a in archs}
-    known.update({k: v for k, v in harvest(sorted((OUT / "tune").glob("gt-*"))).items() if k in keys})
+    known.update({k: v for k, v in harvest(sorted((OUT / "tune").glob("gt-*")), cache.stem).items() if k in keys})
     todo = [space.key(a) for a in archs if space.key(a) not in known] if train_missing else []
     if todo:
         def trainable(trial_config: dict[str, Any], packed_data: dict[str, Any]) -> None:
@@ -88,7 +88,7 @@ def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], 
 
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, packed_data=packed), {"cpu": 1}),
-            param_space={"arch": tune.grid_search(todo)},
+            param_space={"arch": tune.grid_search(todo), "budget": cache.stem},
             tune_config=tune.TuneConfig(max_concurrent_trials=int(ray.cluster_resources().get("CPU", 1))),
             run_config=tune.RunConfig(name=f"gt-{int(time.time())}", storage_path=str(OUT / "tune"), verbose=0),
         )
@@ -101,7 +101,9 @@ def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], 
 
 
 def correlations(truth: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
-    return {"kendall_tau": float(kendalltau(truth, estimate).statistic),
+    """Kendall tau (with its two-sided p-value: is the ranking better than chance?) and Spearman rho."""
+    tau = kendalltau(truth, estimate)
+    return {"kendall_tau": float(tau.statistic), "p_value": float(tau.pvalue),
             "spearman_rho": float(spearmanr(truth, estimate).statistic)}
 
 
@@ -149,11 +151,17 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=0.5, help="bn_only learning rate (BN-NAS used 0.25 at batch 512)")
     parser.add_argument("--classifier", choices=["frozen", "trainable"], default="trainable")
+    parser.add_argument("--sampling", choices=["sandwich", "uniform"], default="sandwich",
+                        help="supernet sampling: BigNAS sandwich rule or SPOS/BN-NAS uniform single path")
+    parser.add_argument("--num-random", type=int, default=2)
     parser.add_argument("--gt-images", type=int, default=2500)
     parser.add_argument("--gt-epochs", type=int, default=3)
     parser.add_argument("--val-images", type=int, default=2000)
     parser.add_argument("--calib-images", type=int, default=500)
+    parser.add_argument("--gt-repeats", type=int, default=10,
+                        help="train this many children again with another seed: the ground truth's own noise")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name, for variants of one space")
     parser.add_argument("--cached-ground-truth-only", action="store_true",
                         help="rank only the drawn children whose standalone accuracy is already known")
     parser.add_argument("--supernet-run", type=Path, default=None,
@@ -166,18 +174,24 @@ def main() -> None:
     data_spec = args.data or cifar_spec()
     data = load_data(data_spec, seed=args.seed, max_val_images=args.val_images)
     archs = stratified_archs(space, args.archs, args.seed)
-    gt_config = TrainConfig(mode="full", epochs=args.gt_epochs, batch_size=64, lr=0.1, train_images=args.gt_images,
-                            seed=args.seed, log_every_epoch=False)
-    cache = OUT / f"ground_truth_{space.name}_{args.gt_images}x{args.gt_epochs}_v{args.val_images}_s{args.seed}.json"
-    truth_by_key = ground_truth(space, archs, pack_splits(data, args.gt_images), gt_config, cache,
-                                train_missing=not args.cached_ground_truth_only)
+    packed = pack_splits(data, args.gt_images)
+
+    def truth_with_seed(seed: int, children: list[Arch]) -> dict[str, float]:
+        config = TrainConfig(mode="full", epochs=args.gt_epochs, batch_size=64, lr=0.1, train_images=args.gt_images,
+                             seed=seed, log_every_epoch=False)
+        cache = OUT / f"ground_truth_{space.name}_{args.gt_images}x{args.gt_epochs}_v{args.val_images}_s{seed}.json"
+        return ground_truth(space, children, packed, config, cache, train_missing=not args.cached_ground_truth_only)
+
+    truth_by_key = truth_with_seed(args.seed, archs)
     archs = [a for a in archs if space.key(a) in truth_by_key]
     truth = np.array([truth_by_key[space.key(a)] for a in archs])
+    repeated = truth_with_seed(args.seed + 1, archs[::max(1, len(archs) // args.gt_repeats)][:args.gt_repeats]
+                               if args.gt_repeats else [])
     gt_seconds = time.time() - started
 
     config = TrainConfig(mode="bn_only", epochs=args.supernet_epochs, batch_size=64, lr=args.lr,
-                         classifier=args.classifier, train_images=args.supernet_images, seed=args.seed,
-                         log_every_epoch=True)
+                         classifier=args.classifier, sampling=args.sampling, num_random=args.num_random,
+                         train_images=args.supernet_images, seed=args.seed, log_every_epoch=True)
     run_dir = args.supernet_run
     if run_dir is None:
         run_dir = train_supernet(space, data, config, Scaling(num_workers=0), out_dir=OUT / "ranking_runs",
@@ -196,6 +210,11 @@ def main() -> None:
     costs = CostModel(space, data.num_classes, data.channels).costs(archs)
     rows.append({"estimator": "FLOPs", **correlations(truth, costs["flops"])})
     rows.append({"estimator": "params", **correlations(truth, costs["params"])})
+    if len(repeated) > 2:
+        again = np.array(list(repeated.values()))
+        first = np.array([truth_by_key[k] for k in repeated])
+        rows.append({"estimator": f"ground truth, seed {args.seed + 1} vs {args.seed} ({len(repeated)} children)",
+                     **correlations(first, again)})
 
     per_epoch = []
     for folder in epochs:
@@ -209,14 +228,15 @@ def main() -> None:
     print(f"\nranking on {space.name}: {len(archs)} of {args.archs} drawn children, ground truth = standalone training "
           f"({args.gt_images} images x {args.gt_epochs} epochs, top-1 on {len(data.val)} val images, "
           f"range {truth.min():.3f}..{truth.max():.3f})")
-    print(table(rows, ["estimator", "kendall_tau", "spearman_rho"]))
+    print(table(rows, ["estimator", "kendall_tau", "p_value", "spearman_rho"]))
     print("\ndoes the trained BN indicator tell each dimension apart? (pairs of children differing in one dimension)")
     print(table(separated, ["dimension", "pairs", "distinguished"]))
     print("\nBN indicator Kendall tau per bn_only epoch")
     print(f"(supernet: {run_dir})")
     print(table(per_epoch, ["epoch", *INDICATORS]))
-    path = write_json(f"ranking_{args.space}", {
+    path = write_json(f"ranking_{args.space}{args.tag}", {
         "args": vars(args), "space": space.name, "archs": [space.key(a) for a in archs], "truth": truth.tolist(),
+        "truth_repeated": repeated,
         "calibrated_accuracy": calibrated, "rows": rows, "per_epoch": per_epoch, "discrimination": separated,
         "ground_truth_seconds": gt_seconds, "total_seconds": time.time() - started,
         "supernet_run": str(run_dir), "supernet_final_metrics": checkpoint.metrics[-1]})

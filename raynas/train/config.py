@@ -11,6 +11,7 @@ from raynas.errors import ConfigError
 MODES = ("bn_only", "full")
 SCHEDULES = ("cosine", "exp_decay_const", "constant")
 CLASSIFIER_MODES = ("frozen", "trainable")
+SAMPLINGS = ("sandwich", "uniform")
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,10 @@ class TrainConfig:
     """How a supernet (or one standalone child) is trained.
 
     mode:        "bn_only" (BN-NAS: only BN affine parameters learn) or "full" (BigNAS).
-    num_random:  random children per step besides the largest and smallest (sandwich rule).
+    sampling:    "sandwich" (BigNAS: largest on labels, smallest and ``num_random`` random
+                 children distilled from it) or "uniform" (SPOS, as BN-NAS trains its
+                 supernet: ``num_random`` random children per step, each on the labels).
+    num_random:  random children per step (besides the largest and smallest under "sandwich").
     classifier:  in bn_only mode, "frozen" keeps the linear classifier at its seeded init as
                  BN-NAS does; "trainable" lets it learn too. Full mode always trains it.
     weight_decay applies to conv and linear weights once per step, that is to the largest
@@ -38,6 +42,7 @@ class TrainConfig:
     decay_epochs: float = 1.0
     final_lr_fraction: float = 0.05
     grad_clip: float = 5.0
+    sampling: str = "sandwich"
     num_random: int = 2
     kd_temperature: float = 1.0
     label_smoothing: float = 0.0
@@ -52,11 +57,14 @@ class TrainConfig:
         _check_choice("mode", self.mode, MODES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("classifier", self.classifier, CLASSIFIER_MODES)
+        _check_choice("sampling", self.sampling, SAMPLINGS)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_random < 0:
             raise ConfigError(f"num_random must be >= 0, got {self.num_random}")
+        if self.sampling == "uniform" and self.num_random < 1:
+            raise ConfigError("sampling='uniform' trains only random children: num_random must be >= 1")
         if self.lr <= 0 or self.kd_temperature <= 0:
             raise ConfigError(f"lr and kd_temperature must be > 0, got lr={self.lr}, kd_temperature={self.kd_temperature}")
 

@@ -108,7 +108,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
 
 def _sandwich_for(space: Any, config: TrainConfig) -> Callable[[int], list[Member]]:
-    return lambda step: sandwich_members(space, config.seed, step, config.num_random)
+    return lambda step: sandwich_members(space, config.seed, step, config.num_random, config.sampling)
 
 
 def run_epoch(

@@ -33,10 +33,14 @@ class Member:
     arch: Arch
 
 
-def sandwich_members(space: SearchSpace, seed: int, step: int, num_random: int) -> list[Member]:
-    """The children of step ``step``: largest first (it is the teacher), then smallest, then random."""
+def sandwich_members(space: SearchSpace, seed: int, step: int, num_random: int, sampling: str = "sandwich") -> list[Member]:
+    """The children of step ``step``.
+
+    "sandwich": largest first (it is the teacher), then smallest, then random. "uniform": only
+    the random children (single-path uniform sampling, as SPOS and BN-NAS train).
+    """
     rng = random.Random(f"{seed}:{step}")
-    members = [Member("max", space.max()), Member("min", space.min())]
+    members = [Member("max", space.max()), Member("min", space.min())] if sampling == "sandwich" else []
     members += [Member(f"random_{i}", space.sample(rng)) for i in range(num_random)]
     return members
 
@@ -76,12 +80,14 @@ def sandwich_step(
 
     ``batches`` are micro-batches whose gradients are averaged (one per data-parallel shard when a
     single process reproduces a multi-worker step). The first member is the teacher: it learns
-    from the labels, every later member from its soft labels. A non-finite loss raises
+    from the labels, every later member from its soft labels (with ``config.sampling ==
+    "uniform"`` every member learns from the labels). A non-finite loss raises
     ``TrainingError`` naming the step and the child, before any weight changes.
     """
     optimizer.zero_grad(set_to_none=True)
     losses = {m.role: 0.0 for m in members}
     scale = 1.0 / len(batches)
+    distil = config.sampling == "sandwich"
     for images, labels in batches:
         inputs: dict[int, torch.Tensor] = {}
         teacher: torch.Tensor | None = None
@@ -93,7 +99,7 @@ def sandwich_step(
                 logits = model(inputs[resolution], member.arch)
             if teacher is None:
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-                teacher = logits.detach()
+                teacher = logits.detach() if distil else None
             else:
                 loss = distillation_loss(logits, teacher, config.kd_temperature)
             if not torch.isfinite(loss):

@@ -27,7 +27,7 @@ def run_steps(config, data, steps=4, space_name="tiny"):
     to_input = lambda x, r: to_model_input(x, data.mean, data.std, r)  # noqa: E731
     history = []
     for step in range(steps):
-        members = sandwich_members(space, config.seed, step, config.num_random)
+        members = sandwich_members(space, config.seed, step, config.num_random, config.sampling)
         batch = (data.train.images[step * 32:(step + 1) * 32], data.train.labels[step * 32:(step + 1) * 32])
         history.append(sandwich_step(net, members, [batch], to_input, optimizer, config, step, space.key))
     return net, before, history
@@ -41,6 +41,24 @@ def test_members_follow_the_sandwich_rule_and_are_seeded():
     assert members == sandwich_members(space, seed=3, step=7, num_random=2)
     assert members[2:] != sandwich_members(space, seed=3, step=8, num_random=2)[2:]
     assert len(sandwich_members(space, 0, 0, num_random=5)) == 7
+
+
+def test_uniform_sampling_trains_random_children_on_the_labels(digits):
+    space = load_space("tiny")
+    members = sandwich_members(space, seed=3, step=7, num_random=2, sampling="uniform")
+    assert members == sandwich_members(space, seed=3, step=7, num_random=2)[2:]
+    config = TrainConfig(sampling="uniform", num_random=2, lr=1e-9)
+    net = build_supernet(space, digits.num_classes, digits.channels, seed=0)
+    net.eval()  # fixed BN statistics: the step's loss can be recomputed exactly
+    images, labels = digits.train.images[:32], digits.train.labels[:32]
+    to_input = lambda x, r: to_model_input(x, digits.mean, digits.std, r)  # noqa: E731
+    with torch.no_grad():
+        expected = {m.role: float(torch.nn.functional.cross_entropy(
+            net(to_input(images, int(m.arch["resolution"])), m.arch), labels)) for m in members}
+    losses = sandwich_step(net, members, [(images, labels)], to_input, make_optimizer(net, config), config, 0)
+    assert losses == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ConfigError, match="num_random must be >= 1"):
+        TrainConfig(sampling="uniform", num_random=0)
 
 
 def test_step_returns_each_members_loss(digits):
