@@ -107,12 +107,25 @@ def correlations(truth: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
             "spearman_rho": float(spearmanr(truth, estimate).statistic)}
 
 
-def indicator_rows(supernet: torch.nn.Module, archs: list[Arch], truth: np.ndarray, label: str) -> list[dict[str, Any]]:
-    rows = []
-    for name, options in INDICATORS.items():
-        scores = BNIndicator(**options).fit(supernet).score(archs)
-        rows.append({"estimator": f"{name} {label}", **correlations(truth, scores)})
-    return rows
+def indicator_scores(supernet: torch.nn.Module, archs: list[Arch], label: str) -> dict[str, np.ndarray]:
+    return {f"{name} {label}": BNIndicator(**options).fit(supernet).score(archs) for name, options in INDICATORS.items()}
+
+
+def paired_gain(truth: np.ndarray, estimate: np.ndarray, baseline: np.ndarray, resamples: int = 1000,
+                seed: int = 0) -> dict[str, float]:
+    """tau(estimate) - tau(baseline) on the same children, with a 95% bootstrap interval over children.
+
+    The interval answers "does it really beat the baseline?", which two taus of about +-0.1
+    standard error each cannot.
+    """
+    def gain(rows: np.ndarray) -> float:
+        return kendalltau(truth[rows], estimate[rows]).statistic - kendalltau(truth[rows], baseline[rows]).statistic
+
+    rng = np.random.default_rng(seed)
+    with np.errstate(invalid="ignore"):
+        draws = np.array([gain(rng.integers(0, len(truth), len(truth))) for _ in range(resamples)])
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return {"tau_gain": float(gain(np.arange(len(truth)))), "ci_low": float(low), "ci_high": float(high)}
 
 
 def dimension_kind(name: str) -> str:
@@ -154,12 +167,15 @@ def main() -> None:
     parser.add_argument("--sampling", choices=["sandwich", "uniform"], default="sandwich",
                         help="supernet sampling: BigNAS sandwich rule or SPOS/BN-NAS uniform single path")
     parser.add_argument("--num-random", type=int, default=2)
+    parser.add_argument("--bn-layout", default="private", help="mobilenet BN layout (private_resolution: per resolution)")
     parser.add_argument("--gt-images", type=int, default=2500)
     parser.add_argument("--gt-epochs", type=int, default=3)
     parser.add_argument("--val-images", type=int, default=2000)
     parser.add_argument("--calib-images", type=int, default=500)
     parser.add_argument("--gt-repeats", type=int, default=10,
                         help="train this many children again with another seed: the ground truth's own noise")
+    parser.add_argument("--gt-average", action="store_true",
+                        help="train every child with both seeds and rank against their mean accuracy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the JSON file name, for variants of one space")
     parser.add_argument("--cached-ground-truth-only", action="store_true",
@@ -182,15 +198,19 @@ def main() -> None:
         cache = OUT / f"ground_truth_{space.name}_{args.gt_images}x{args.gt_epochs}_v{args.val_images}_s{seed}.json"
         return ground_truth(space, children, packed, config, cache, train_missing=not args.cached_ground_truth_only)
 
-    truth_by_key = truth_with_seed(args.seed, archs)
-    archs = [a for a in archs if space.key(a) in truth_by_key]
-    truth = np.array([truth_by_key[space.key(a)] for a in archs])
-    repeated = truth_with_seed(args.seed + 1, archs[::max(1, len(archs) // args.gt_repeats)][:args.gt_repeats]
-                               if args.gt_repeats else [])
+    first_seed = truth_with_seed(args.seed, archs)
+    archs = [a for a in archs if space.key(a) in first_seed]
+    repeats = len(archs) if args.gt_average else args.gt_repeats
+    repeated = truth_with_seed(args.seed + 1, archs[::max(1, len(archs) // repeats)][:repeats] if repeats else [])
+    if args.gt_average:
+        archs = [a for a in archs if space.key(a) in repeated]
+    truth = np.array([(first_seed[k] + repeated[k]) / 2 if args.gt_average else first_seed[k]
+                      for k in map(space.key, archs)])
     gt_seconds = time.time() - started
 
     config = TrainConfig(mode="bn_only", epochs=args.supernet_epochs, batch_size=64, lr=args.lr,
                          classifier=args.classifier, sampling=args.sampling, num_random=args.num_random,
+                         bn_layout=args.bn_layout,
                          train_images=args.supernet_images, seed=args.seed, log_every_epoch=True)
     run_dir = args.supernet_run
     if run_dir is None:
@@ -200,19 +220,21 @@ def main() -> None:
     checkpoint = load_checkpoint(epochs[-1])
     step0 = build_supernet(space, data.num_classes, data.channels, seed=args.seed, bn_layout=config.bn_layout)
 
-    rows = indicator_rows(step0, archs, truth, "@ step 0")
-    rows += indicator_rows(checkpoint.supernet, archs, truth, f"@ epoch {checkpoint.epoch}")
+    untrained = indicator_scores(step0, archs, "@ step 0")
+    trained = indicator_scores(checkpoint.supernet, archs, f"@ epoch {checkpoint.epoch}")
     calibration = CalibrationConfig(images=args.calib_images, seed=args.seed)
     calibrated = [calibrate_and_evaluate(checkpoint.supernet, a, data.calib, data.val, data.mean, data.std,
                                          calibration)["accuracy"] for a in archs]
-    rows.append({"estimator": f"calibrated supernet accuracy ({args.calib_images} images)",
-                 **correlations(truth, np.array(calibrated))})
     costs = CostModel(space, data.num_classes, data.channels).costs(archs)
-    rows.append({"estimator": "FLOPs", **correlations(truth, costs["flops"])})
-    rows.append({"estimator": "params", **correlations(truth, costs["params"])})
+    scores = {**untrained, **trained, f"calibrated supernet accuracy ({args.calib_images} images)": np.array(calibrated),
+              "FLOPs": costs["flops"], "params": costs["params"]}
+    rows = [{"estimator": name, **correlations(truth, values)} for name, values in scores.items()]
+    baselines = {"step 0 (structure count)": next(iter(untrained.values())), "params": costs["params"]}
+    gains = [{"trained indicator": name, "baseline": base, **paired_gain(truth, values, baselines[base], seed=args.seed)}
+             for name, values in trained.items() for base in baselines]
     if len(repeated) > 2:
         again = np.array(list(repeated.values()))
-        first = np.array([truth_by_key[k] for k in repeated])
+        first = np.array([first_seed[k] for k in repeated])
         rows.append({"estimator": f"ground truth, seed {args.seed + 1} vs {args.seed} ({len(repeated)} children)",
                      **correlations(first, again)})
 
@@ -226,9 +248,12 @@ def main() -> None:
     separated = discrimination(BNIndicator().fit(checkpoint.supernet), space, 100, args.seed)
 
     print(f"\nranking on {space.name}: {len(archs)} of {args.archs} drawn children, ground truth = standalone training "
-          f"({args.gt_images} images x {args.gt_epochs} epochs, top-1 on {len(data.val)} val images, "
+          f"({args.gt_images} images x {args.gt_epochs} epochs, top-1 on {len(data.val)} val images"
+          f"{', mean of 2 seeds' if args.gt_average else ''}, "
           f"range {truth.min():.3f}..{truth.max():.3f})")
     print(table(rows, ["estimator", "kendall_tau", "p_value", "spearman_rho"]))
+    print("\ndoes the trained indicator beat its step-0 value and #params? (tau difference, 95% bootstrap interval)")
+    print(table(gains, ["trained indicator", "baseline", "tau_gain", "ci_low", "ci_high"]))
     print("\ndoes the trained BN indicator tell each dimension apart? (pairs of children differing in one dimension)")
     print(table(separated, ["dimension", "pairs", "distinguished"]))
     print("\nBN indicator Kendall tau per bn_only epoch")
@@ -237,7 +262,7 @@ def main() -> None:
     path = write_json(f"ranking_{args.space}{args.tag}", {
         "args": vars(args), "space": space.name, "archs": [space.key(a) for a in archs], "truth": truth.tolist(),
         "truth_repeated": repeated,
-        "calibrated_accuracy": calibrated, "rows": rows, "per_epoch": per_epoch, "discrimination": separated,
+        "calibrated_accuracy": calibrated, "rows": rows, "gains": gains, "per_epoch": per_epoch, "discrimination": separated,
         "ground_truth_seconds": gt_seconds, "total_seconds": time.time() - started,
         "supernet_run": str(run_dir), "supernet_final_metrics": checkpoint.metrics[-1]})
     print(f"\nwrote {path} in {time.time() - started:.0f}s")

@@ -15,7 +15,8 @@ Definitions (the "Questions the code must answer" of DESIGN.md):
   cell has its own weights, all cells share the architecture).
 - **BN layout.** The indicator tells two choices apart only if they own different BN
   parameters. Under the supernet's "shared" layout kernel and expand share one slot, so they
-  score equal; "private" gives each (kernel, expand) its own slot.
+  score equal; "private" gives each (kernel, expand) its own slot; "private_resolution" also
+  one per input resolution, the only way a data-free indicator can see resolution.
 - **Ops without a BN** (none, skip_connect, avg_pool_3x3) score ``parameterless_score``.
 - **Elastic depth.** ``depth_rule="sum"`` is BN-NAS: deeper children add more terms.
   ``"mean"`` averages over the active ops and removes the depth count. Skipped blocks
@@ -42,6 +43,7 @@ from torch import nn
 from raynas.errors import ArchError, ConfigError, RaynasError
 from raynas.space import Arch, SearchSpace
 from raynas.supernet import BATCHNORMS, Supernet
+from raynas.supernet.mobilenet import BN_LAYOUTS
 from raynas.supernet.nb201 import Cell, ReLUConvBN
 
 T = TypeVar("T")
@@ -118,7 +120,7 @@ def combine(total: float | np.ndarray, count: float | np.ndarray, depth_rule: st
 
 # --- per-family tables ------------------------------------------------------------------------
 def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
-    """One table per block, shape (kernel choices, expand choices, width choices), plus the stem
+    """One table per block, shape (kernel, expand, [resolution,] width choices), plus the stem
     and head convs, whose widths are searchable too (shape (width choices,)).
 
     Every op owns a BN, so ``parameterless_score`` is unused here.
@@ -130,11 +132,16 @@ def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: floa
                         prefix_means(slot_gammas(supernet.head.conv.bn), measure, spec.head.width)[0]),
     }
     stages = zip(supernet.spec.stages, supernet.stages, supernet.slots)  # type: ignore[attr-defined]
+    by_resolution = "resolution" in BN_LAYOUTS[supernet.bn_layout]  # type: ignore[attr-defined]
+    resolutions = spec.resolutions if by_resolution else spec.resolutions[:1]
     for i, (stage, blocks, slots) in enumerate(stages):
-        slot_of = np.array([[slots.slot(k, e) for e in stage.expand] for k in stage.kernel], dtype=np.intp)
+        slot_of = np.array([[[slots.slot(k, e, r) for r in resolutions] for e in stage.expand] for k in stage.kernel],
+                           dtype=np.intp)
+        if not by_resolution:
+            slot_of = slot_of[:, :, 0]
         for j, block in enumerate(blocks):
             means = prefix_means(slot_gammas(last_bn(block)), measure, stage.width)
-            axes = (f"s{i}_b{j}_kernel", f"s{i}_b{j}_expand", f"s{i}_width")
+            axes = (f"s{i}_b{j}_kernel", f"s{i}_b{j}_expand", *(("resolution",) if by_resolution else ()), f"s{i}_width")
             tables[f"s{i}_b{j}"] = OpTable(axes, means[slot_of])
     return tables
 

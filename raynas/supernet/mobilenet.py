@@ -3,7 +3,9 @@ kernel and expand ratio, with optional squeeze-excite.
 
 BN layout is a constructor choice (see ``BN_LAYOUTS``): "shared" is BigNAS's top-n BN, the
 "private*" layouts give every block BN one slot per (kernel, expand) choice, so that choices
-which share conv weights still own distinct BN parameters.
+which share conv weights still own distinct BN parameters. "private_resolution" adds the input
+resolution to the slot key (one BN set per resolution, as BigNAS calibrates per resolution), so
+that a data-free gamma indicator can tell resolutions apart too.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ BN_LAYOUTS: dict[str, tuple[str, ...]] = {
     "private_kernel": ("kernel",),
     "private_expand": ("expand",),
     "private": ("kernel", "expand"),
+    "private_resolution": ("kernel", "expand", "resolution"),
 }
+SLOT_AXES = ("kernel", "expand", "resolution")
 
 
 class _BlockSlots:
-    """Maps a block's (kernel, expand) choice to its BN slot under a layout."""
+    """Maps a block's (kernel, expand, resolution) choice to its BN slot under a layout."""
 
-    def __init__(self, stage: StageSpec, private: tuple[str, ...]) -> None:
-        axes = [stage.kernel if "kernel" in private else (None,), stage.expand if "expand" in private else (None,)]
+    def __init__(self, stage: StageSpec, resolutions: tuple[int, ...], private: tuple[str, ...]) -> None:
+        choices = {"kernel": stage.kernel, "expand": stage.expand, "resolution": resolutions}
+        axes = [choices[a] if a in private else (None,) for a in SLOT_AXES]
         self.index = {combo: i for i, combo in enumerate(itertools.product(*axes))}
         self.private = private
 
@@ -40,8 +45,9 @@ class _BlockSlots:
     def count(self) -> int:
         return len(self.index)
 
-    def slot(self, kernel: int, expand: int) -> int:
-        return self.index[(kernel if "kernel" in self.private else None, expand if "expand" in self.private else None)]
+    def slot(self, kernel: int, expand: int, resolution: int) -> int:
+        values = (kernel, expand, resolution)
+        return self.index[tuple(v if a in self.private else None for a, v in zip(SLOT_AXES, values))]
 
 
 class MobileNetSupernet(Supernet):
@@ -58,7 +64,7 @@ class MobileNetSupernet(Supernet):
         self.stem = ConvBNAct(
             ElasticConv2d(in_channels, stem_max, 3, spec.stem.stride), ElasticBatchNorm2d(stem_max), spec.stem.act
         )
-        self.slots = [_BlockSlots(stage, BN_LAYOUTS[bn_layout]) for stage in spec.stages]
+        self.slots = [_BlockSlots(stage, spec.resolutions, BN_LAYOUTS[bn_layout]) for stage in spec.stages]
         self.stages = nn.ModuleList()
         width_in = stem_max
         for stage, slots in zip(spec.stages, self.slots):
@@ -102,7 +108,8 @@ class MobileNetSupernet(Supernet):
             width = int(arch[f"s{i}_width"])
             for j in range(int(arch[f"s{i}_depth"])):
                 kernel, expand = int(arch[f"s{i}_b{j}_kernel"]), int(arch[f"s{i}_b{j}_expand"])
-                _activate_block(blocks[j], width_in, width, kernel, expand, slots.slot(kernel, expand))
+                slot = slots.slot(kernel, expand, int(arch["resolution"]))
+                _activate_block(blocks[j], width_in, width, kernel, expand, slot)
                 width_in = width
         self.head.conv.conv.set_active(out_channels=int(arch["head_width"]))
 

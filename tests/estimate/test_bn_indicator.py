@@ -16,6 +16,7 @@ NUM_ARCHS = 200  # for the BN-NAS default options; the other options reuse the f
 SUBSET = 40  # the direct walk activates the supernet (about 1.5 ms per mbv3_cifar child)
 CASES = [
     ("tiny", "shared"), ("tiny", "private"), ("mbv3_cifar", "shared"), ("mbv3_cifar", "private"),
+    ("mbv3_cifar", "private_resolution"),
     ("nb201", "private"),  # NB201 ops own their BN by construction: its layout is always private
 ]
 OPTIONS = [(rule, measure) for rule in DEPTH_RULES for measure in sorted(MEASURES)]
@@ -115,6 +116,16 @@ def test_only_a_private_bn_layout_tells_kernels_apart(bn_layout, distinguished):
     large_kernel = sp.arch({**sp.max(), "s1_b0_kernel": 7})
     scores = BNIndicator().fit(trained_like("mbv3_cifar", bn_layout)).score([small_kernel, large_kernel])
     assert (scores[0] != scores[1]) == distinguished
+
+
+@pytest.mark.parametrize("bn_layout, distinguished", [("private", False), ("private_resolution", True)])
+def test_only_a_per_resolution_bn_layout_tells_resolutions_apart(bn_layout, distinguished):
+    sp = space("mbv3_cifar")
+    low, high = (sp.arch({**sp.max(), "resolution": r}) for r in (sp.spec.resolutions[0], sp.spec.resolutions[-1]))
+    net = trained_like("mbv3_cifar", bn_layout)
+    scores = BNIndicator().fit(net).score([low, high])
+    assert (scores[0] != scores[1]) == distinguished
+    assert net.export(low)(torch.zeros(2, 3, low["resolution"], low["resolution"])).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["tiny", "mbv3_cifar"])
