@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raynas.errors import ConfigError
+from raynas.supernet.mobilenet import BN_LAYOUTS
 
 MODES = ("bn_only", "full")
 SCHEDULES = ("cosine", "exp_decay_const", "constant")
@@ -58,6 +59,7 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("classifier", self.classifier, CLASSIFIER_MODES)
         _check_choice("sampling", self.sampling, SAMPLINGS)
+        _check_choice("bn_layout", self.bn_layout, tuple(BN_LAYOUTS))
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -120,6 +120,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
         TrainConfig.from_dict({"lrr": 0.1})
     with pytest.raises(ConfigError, match=r"mode must be one of \['bn_only', 'full'\], got 'half'"):
         TrainConfig(mode="half")
+    with pytest.raises(ConfigError, match=r"bn_layout must be one of \[.*'private_resolution'.*\], got 'per_pixel'"):
+        TrainConfig(bn_layout="per_pixel")
 
 
 def test_schedules():
