@@ -42,7 +42,7 @@ INDICATORS = {
     "bn_score (sum, |gamma|)": {"depth_rule": "sum", "measure": "abs_gamma"},
     "bn_score (mean, |gamma|)": {"depth_rule": "mean", "measure": "abs_gamma"},
     "bn_score (sum, |gamma-1|)": {"depth_rule": "sum", "measure": "gamma_shift"},
-    "bn_score (sum, |gamma|, BN-free ops score 1)": {"depth_rule": "sum", "measure": "abs_gamma",
+    "bn_score (sum, |gamma|, skip/pool score 1)": {"depth_rule": "sum", "measure": "abs_gamma",
                                                      "parameterless_score": 1.0},
 }
 

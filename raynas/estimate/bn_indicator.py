@@ -17,7 +17,8 @@ Definitions (the "Questions the code must answer" of DESIGN.md):
   parameters. Under the supernet's "shared" layout kernel and expand share one slot, so they
   score equal; "private" gives each (kernel, expand) its own slot; "private_resolution" also
   one per input resolution, the only way a data-free indicator can see resolution.
-- **Ops without a BN** (none, skip_connect, avg_pool_3x3) score ``parameterless_score``.
+- **Ops without a BN.** ``none`` removes its edge and always scores 0; skip_connect and
+  avg_pool_3x3 score ``parameterless_score`` (0 by default, as BN-NAS has no term for them).
 - **Elastic depth.** ``depth_rule="sum"`` is BN-NAS: deeper children add more terms.
   ``"mean"`` averages over the active ops and removes the depth count. Skipped blocks
   contribute nothing under either rule.
@@ -44,7 +45,7 @@ from raynas.errors import ArchError, ConfigError, RaynasError
 from raynas.space import Arch, SearchSpace
 from raynas.supernet import BATCHNORMS, Supernet
 from raynas.supernet.mobilenet import BN_LAYOUTS
-from raynas.supernet.nb201 import Cell, ReLUConvBN
+from raynas.supernet.nb201 import Cell, ReLUConvBN, Zero
 
 T = TypeVar("T")
 GAMMA_INIT = 1.0
@@ -153,7 +154,7 @@ def nb201_tables(supernet: Supernet, measure: str, parameterless_score: float) -
     def op_score(edge: str, op: str) -> float:
         bns = [last_bn(cell.edges[edge][op]) for cell in cells]
         if bns[0] is None:
-            return float(parameterless_score)
+            return 0.0 if isinstance(cells[0].edges[edge][op], Zero) else float(parameterless_score)
         return float(np.mean([prefix_means(slot_gammas(bn), measure, [bn.num_features])[0, 0] for bn in bns]))
 
     return {
@@ -326,7 +327,7 @@ def _nb201_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless
         if isinstance(ops[0], ReLUConvBN):
             scores.append(float(np.mean([_mean_measure(op[-1].weight, measure) for op in ops])))
         else:
-            scores.append(parameterless_score)
+            scores.append(0.0 if isinstance(ops[0], Zero) else parameterless_score)
     return scores
 
 
