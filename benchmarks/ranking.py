@@ -75,21 +75,30 @@ def harvest(tune_dirs: list[Path], budget: str) -> dict[str, float]:
 
 def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], config: TrainConfig,
                  cache: Path, train_missing: bool = True) -> dict[str, float]:
-    """Standalone training of every child, one Ray Tune trial each (cached on disk)."""
+    """Standalone training of every child, one Ray Tune trial each (cached on disk).
+
+    With GPUs in the Ray cluster, each trial trains on a quarter of one (small children leave a
+    GPU mostly idle, so four share it); otherwise on one CPU core.
+    """
     known = json.loads(cache.read_text()) if cache.exists() else {}
     keys = {space.key(a) for a in archs}
     known.update({k: v for k, v in harvest(sorted((OUT / "tune").glob("gt-*")), cache.stem).items() if k in keys})
     todo = [space.key(a) for a in archs if space.key(a) not in known] if train_missing else []
     if todo:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        resources = {"cpu": 1, "gpu": 0.25} if gpus else {"cpu": 1}
+        concurrent = int(min(ray.cluster_resources().get("CPU", 1), 4 * gpus or float("inf")))
+
         def trainable(trial_config: dict[str, Any], packed_data: dict[str, Any]) -> None:
             torch.set_num_threads(1)
-            result = fit_child(space, space.arch(trial_config["arch"]), packed_data, config)
-            tune.report({"val_accuracy": result["val_accuracy"], "seconds": result["seconds"]})
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            result = fit_child(space, space.arch(trial_config["arch"]), packed_data, config, device=device)
+            tune.report({"val_accuracy": result["val_accuracy"], "seconds": result["seconds"], "device": device})
 
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, packed_data=packed), {"cpu": 1}),
+            tune.with_resources(tune.with_parameters(trainable, packed_data=packed), resources),
             param_space={"arch": tune.grid_search(todo), "budget": cache.stem},
-            tune_config=tune.TuneConfig(max_concurrent_trials=int(ray.cluster_resources().get("CPU", 1))),
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name=f"gt-{int(time.time())}", storage_path=str(OUT / "tune"), verbose=0),
         )
         for result in tuner.fit():

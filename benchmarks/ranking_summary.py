@@ -5,8 +5,8 @@
 
 Each row is one `benchmarks.ranking` run (one supernet training recipe against one ground truth):
 Kendall tau of the step-0 indicator, of the trained indicators, of calibrated supernet accuracy and
-of #params, the ground truth's own seed-to-seed tau, and the trained indicator's tau gain over
-step 0 and over #params with its 95% bootstrap interval.
+of #params, the ground truth's own seed-to-seed tau, and the trained indicators' tau gains over
+step 0 and over #params with their 95% bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
     tau = {r["estimator"].split(" @ ")[0] + (" @0" if "@ step 0" in r["estimator"] else ""): r["kendall_tau"]
            for r in run["rows"]}
     gains = {(g["trained indicator"].split(" @ ")[0], g["baseline"].split(" ")[0]): g for g in run.get("gains", [])}
-    gain_params = gains.get(("bn_score (sum, |gamma|)", "params"), {})
     gain_step0 = gains.get(("bn_score (sum, |gamma|)", "step"), {})
+    gain_params = gains.get(("bn_score (sum, |gamma|)", "params"), {})
+    shift_gain_params = gains.get(("bn_score (sum, |gamma-1|)", "params"), {})
     self_agreement = next((r["kendall_tau"] for r in run["rows"] if r["estimator"].startswith("ground truth")), None)
     calibrated = next((v for k, v in tau.items() if k.startswith("calibrated")), None)
     return {
@@ -33,7 +34,8 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         "gt seed vs seed": self_agreement, "step 0": tau.get("bn_score (sum, |gamma|) @0"),
         "trained |g|": tau.get("bn_score (sum, |gamma|)"), "trained |g-1|": tau.get("bn_score (sum, |gamma-1|)"),
         "calibrated": calibrated, "params": tau.get("params"),
-        "gain vs step 0 [95% CI]": _interval(gain_step0), "gain vs params [95% CI]": _interval(gain_params),
+        "|g| gain vs step 0 [95% CI]": _interval(gain_step0), "|g| gain vs params [95% CI]": _interval(gain_params),
+        "|g-1| gain vs params [95% CI]": _interval(shift_gain_params),
     }
 
 
@@ -50,10 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default=None, help="only runs of this space (mbv3_cifar, nb201)")
     args = parser.parse_args()
-    runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("ranking_*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("ranking_*.json")) if p.stem != "ranking_summary"]
     rows = [summarise(r) for r in runs if args.space is None or r["args"]["space"] == args.space]
     columns = ["space", "recipe", "children", "gt", "gt seed vs seed", "step 0", "trained |g|", "trained |g-1|",
-               "calibrated", "params", "gain vs step 0 [95% CI]", "gain vs params [95% CI]"]
+               "calibrated", "params", "|g| gain vs step 0 [95% CI]", "|g| gain vs params [95% CI]",
+               "|g-1| gain vs params [95% CI]"]
     print(table(rows, columns))
     print(f"\nwrote {write_json('ranking_summary', {'rows': rows})}")
 
