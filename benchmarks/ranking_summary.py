@@ -26,16 +26,19 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
     gain_step0 = gains.get(("bn_score (sum, |gamma|)", "step"), {})
     gain_params = gains.get(("bn_score (sum, |gamma|)", "params"), {})
     shift_gain_params = gains.get(("bn_score (sum, |gamma-1|)", "params"), {})
+    mean_gain_params = gains.get(("bn_score (mean, |gamma|)", "params"), {})
     self_agreement = next((r["kendall_tau"] for r in run["rows"] if r["estimator"].startswith("ground truth")), None)
     calibrated = next((v for k, v in tau.items() if k.startswith("calibrated")), None)
     return {
         "space": run["space"], "recipe": _recipe(args), "children": len(run["archs"]),
         "gt": f"{args['gt_images']}x{args['gt_epochs']}" + (" 2 seeds" if args.get("gt_average") else ""),
         "gt seed vs seed": self_agreement, "step 0": tau.get("bn_score (sum, |gamma|) @0"),
-        "trained |g|": tau.get("bn_score (sum, |gamma|)"), "trained |g-1|": tau.get("bn_score (sum, |gamma-1|)"),
+        "trained |g|": tau.get("bn_score (sum, |gamma|)"), "trained mean |g|": tau.get("bn_score (mean, |gamma|)"),
+        "trained |g-1|": tau.get("bn_score (sum, |gamma-1|)"),
         "calibrated": calibrated, "params": tau.get("params"),
         "|g| gain vs step 0 [95% CI]": _interval(gain_step0), "|g| gain vs params [95% CI]": _interval(gain_params),
         "|g-1| gain vs params [95% CI]": _interval(shift_gain_params),
+        "mean |g| gain vs params [95% CI]": _interval(mean_gain_params),
     }
 
 
@@ -54,9 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("ranking_*.json")) if p.stem != "ranking_summary"]
     rows = [summarise(r) for r in runs if args.space is None or r["args"]["space"] == args.space]
-    columns = ["space", "recipe", "children", "gt", "gt seed vs seed", "step 0", "trained |g|", "trained |g-1|",
+    columns = ["space", "recipe", "children", "gt", "gt seed vs seed", "step 0", "trained |g|", "trained mean |g|",
+               "trained |g-1|",
                "calibrated", "params", "|g| gain vs step 0 [95% CI]", "|g| gain vs params [95% CI]",
-               "|g-1| gain vs params [95% CI]"]
+               "|g-1| gain vs params [95% CI]", "mean |g| gain vs params [95% CI]"]
     print(table(rows, columns))
     print(f"\nwrote {write_json('ranking_summary', {'rows': rows})}")
 
