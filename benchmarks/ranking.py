@@ -45,6 +45,7 @@ INDICATORS = {
     "bn_score (sum, |gamma|, skip/pool score 1)": {"depth_rule": "sum", "measure": "abs_gamma",
                                                      "parameterless_score": 1.0},
 }
+TRIALS_PER_GPU = 4
 
 
 def benchmark_space(name: str) -> SearchSpace:
@@ -77,17 +78,17 @@ def ground_truth(space: SearchSpace, archs: list[Arch], packed: dict[str, Any], 
                  cache: Path, train_missing: bool = True) -> dict[str, float]:
     """Standalone training of every child, one Ray Tune trial each (cached on disk).
 
-    With GPUs in the Ray cluster, each trial trains on a quarter of one (small children leave a
-    GPU mostly idle, so four share it); otherwise on one CPU core.
+    With GPUs in the Ray cluster, ``TRIALS_PER_GPU`` trials share each one (a small child leaves a
+    GPU mostly idle); otherwise each trial trains on one CPU core.
     """
     known = json.loads(cache.read_text()) if cache.exists() else {}
     keys = {space.key(a) for a in archs}
     known.update({k: v for k, v in harvest(sorted((OUT / "tune").glob("gt-*")), cache.stem).items() if k in keys})
     todo = [space.key(a) for a in archs if space.key(a) not in known] if train_missing else []
     if todo:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        resources = {"cpu": 1, "gpu": 0.25} if gpus else {"cpu": 1}
-        concurrent = int(min(ray.cluster_resources().get("CPU", 1), 4 * gpus or float("inf")))
+        cpus, gpus = ray.cluster_resources().get("CPU", 1), ray.cluster_resources().get("GPU", 0)
+        resources = {"cpu": 1, "gpu": 1 / TRIALS_PER_GPU} if gpus else {"cpu": 1}
+        concurrent = int(min(cpus, TRIALS_PER_GPU * gpus) if gpus else cpus)
 
         def trainable(trial_config: dict[str, Any], packed_data: dict[str, Any]) -> None:
             torch.set_num_threads(1)
