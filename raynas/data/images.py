@@ -34,12 +34,17 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Seeded, disjoint train / calibration / validation splits of one dataset."""
+    """Seeded, disjoint train / calibration / validation / test splits of one dataset.
+
+    ``val`` is what selection looks at; ``test`` is read once, for the final report, and is
+    never packed for training workers or evaluator actors.
+    """
 
     name: str
     train: ImageSet
     calib: ImageSet
     val: ImageSet
+    test: ImageSet
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -55,6 +60,7 @@ class DataSplits:
 
     def summary(self) -> str:
         return (
-            f"{self.name}: {len(self.train)} train / {len(self.calib)} calib / {len(self.val)} val images, "
+            f"{self.name}: {len(self.train)} train / {len(self.calib)} calib / {len(self.val)} val / "
+            f"{len(self.test)} test images, "
             f"{self.channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes"
         )

@@ -18,12 +18,14 @@ import pyarrow as pa
 from raynas.errors import RaynasError, ResultsError
 from raynas.space import Arch, SearchSpace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VERSION_KEY = b"raynas.schema_version"
 SPACE_KEY = b"raynas.space"
 DIMENSIONS_KEY = b"raynas.dimensions"
 
-STATUSES = ("ok", "failed", "infeasible")
+STATUSES = ("ok", "failed", "infeasible", "duplicate")
+SPLITS = ("val", "test", "calib", "train")
+"""Which images an accuracy was measured on (the ``split`` column)."""
 KEY_COLUMNS = ("run_id", "trial", "evaluator")
 
 FIXED_FIELDS: tuple[pa.Field, ...] = (
@@ -34,6 +36,7 @@ FIXED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("error", pa.string()),
     pa.field("bn_score", pa.float64()),
     pa.field("accuracy", pa.float64()),
+    pa.field("split", pa.string()),  # which images ``accuracy`` comes from: see SPLITS
     pa.field("top5", pa.float64()),
     pa.field("loss", pa.float64()),
     pa.field("flops", pa.int64()),
@@ -48,6 +51,8 @@ FIXED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("finished_at", pa.float64()),  # unix seconds
     pa.field("eval_seconds", pa.float64()),
     pa.field("node_id", pa.string()),
+    pa.field("epochs", pa.int64()),  # training epochs behind ``accuracy`` (retraining stages)
+    pa.field("target", pa.float64()),  # the cost budget a final-stage row was chosen for
 )
 FIXED_COLUMNS = tuple(f.name for f in FIXED_FIELDS)
 REQUIRED_COLUMNS = tuple(f.name for f in FIXED_FIELDS if not f.nullable)
@@ -105,6 +110,9 @@ def _complete_row(i: int, row: Mapping[str, Any], space: SearchSpace, names: lis
         )
     if row["status"] not in STATUSES:
         raise ResultsError(f"row {i}: status must be one of {list(STATUSES)}, got {row['status']!r}")
+    if not _missing(row.get("accuracy")) and row.get("split") not in SPLITS:
+        raise ResultsError(f"row {i}: a row with an accuracy must say its split, one of {list(SPLITS)}; "
+                           f"got {row.get('split')!r}")
     arch = _arch(i, row["arch"], space)
     out = {name: row.get(name) for name in names}
     out["arch"] = space.key(arch)

@@ -80,6 +80,7 @@ class Evaluator:
                 metrics = calibrate_and_evaluate(
                     self.supernet, arch, self.calib, self.val, self.info.mean, self.info.std, self.calibration
                 )
+                metrics = {**metrics, "split": "val"}
                 rows.append(self._row(arch, metrics, "calibrate", time.perf_counter() - started))
             except Exception as err:  # recorded as a failed row, never dropped
                 rows.append({"arch": _key_or_repr(self.space, values), "status": "failed", "evaluator": "calibrate",

@@ -1,17 +1,20 @@
-"""Standalone training of one child in the calling process (no Ray Train), for ground truth.
+"""Standalone training of one child in the calling process (no Ray Train).
 
 The same pieces as the Ray Train loop (seeded init, shard feed, sandwich step with one member,
 schedule), so a child trained here and one trained by ``retrain`` follow the same recipe. Used
-inside Ray Tune trials, where starting a nested Ray Train run per child would cost more than it
-buys.
+inside Ray Tune trials (the main job's shortlist and final training, ground truth for rankings),
+where starting a nested Ray Train run per child would cost more than it buys.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from raynas.space import Arch, SearchSpace
 from raynas.supernet import build_supernet
@@ -22,9 +25,23 @@ from raynas.train.modes import configure_trainable, make_optimizer, make_schedul
 from raynas.train.sandwich import Member
 
 
-def fit_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
-              device: str = "cpu") -> dict[str, Any]:
-    """Train ``arch`` from scratch on ``packed`` data (see ``pack_splits``); returns its val accuracy."""
+@dataclass
+class ChildEpoch:
+    """Where standalone training of one child stands after an epoch."""
+
+    epoch: int
+    val_accuracy: float
+    train_loss: float
+    seconds: float
+    child: nn.Module  # the plain exported module being trained (not a copy)
+
+
+def train_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
+                device: str = "cpu") -> Iterator[ChildEpoch]:
+    """Train ``arch`` from scratch on ``packed`` data (see ``pack_splits``), yielding after each epoch.
+
+    A caller that stops early (an early-stopping scheduler) simply stops iterating.
+    """
     config = config.replace(mode="full", num_random=0)
     info = packed["info"]
     started = time.perf_counter()
@@ -35,10 +52,21 @@ def fit_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: Tr
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)
     members = [Member("child", arch)]
-    step, losses = 0, {}
+    step = 0
     for epoch in range(config.epochs):
-        step, losses, steps = run_epoch(model, model, feed, epoch, step, lambda s: members, optimizer, scheduler,
-                                        config, space.key)
-    return {"arch": space.key(arch), "val_accuracy": accuracy(model, packed, feed, arch, torch.device(device)),
-            "train_loss": losses.get("child", float("nan")) / max(1, feed.steps_per_epoch()),
-            "seconds": time.perf_counter() - started}
+        step, losses, _ = run_epoch(model, model, feed, epoch, step, lambda s: members, optimizer, scheduler,
+                                    config, space.key)
+        yield ChildEpoch(epoch + 1, accuracy(model, packed, feed, arch, torch.device(device)),
+                         losses.get("child", float("nan")) / max(1, feed.steps_per_epoch()),
+                         time.perf_counter() - started, model.child)
+
+
+def fit_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
+              device: str = "cpu") -> dict[str, Any]:
+    """Train ``arch`` for ``config.epochs`` epochs; returns its final val accuracy and cost."""
+    last = None
+    for last in train_child(space, arch, packed, config, device):
+        pass
+    assert last is not None  # config.epochs >= 1 is validated by TrainConfig
+    return {"arch": space.key(arch), "val_accuracy": last.val_accuracy, "train_loss": last.train_loss,
+            "seconds": last.seconds}

@@ -1,0 +1,67 @@
+"""The last stage of both protocols: test top-1, read once per final model, then export.
+
+The test split reaches this stage only: training workers and evaluator actors are sent the
+train, calibration and validation splits (``pack_splits``, ``pack_eval_data``), never the test.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raynas.data import DataSplits, ImageSet, to_model_input
+from raynas.errors import ConfigError
+
+EVAL_BATCH = 512
+
+
+@dataclass
+class TestSplit:
+    """The test images, handed out once per final model and counted, so a report can prove it."""
+
+    data: DataSplits
+    reads: list[str] = field(default_factory=list)
+
+    def top1(self, child: nn.Module, arch_key: str, resolution: int) -> float:
+        """Top-1 of ``child`` on the test split; a second read for the same model is refused."""
+        if arch_key in self.reads:
+            raise ConfigError(f"the test split was already read for {arch_key}: it is used once per final model")
+        self.reads.append(arch_key)
+        return top1(child, self.data.test, self.data.mean, self.data.std, resolution)
+
+
+def top1(child: nn.Module, images: ImageSet, mean, std, resolution: int) -> float:
+    """Top-1 accuracy of a plain (exported) child on ``images`` at ``resolution``."""
+    child.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), EVAL_BATCH):
+            x = to_model_input(images.images[start:start + EVAL_BATCH], mean, std, resolution)
+            correct += int((child(x).argmax(1) == images.labels[start:start + EVAL_BATCH]).sum())
+    return correct / max(1, len(images))
+
+
+def logistic_regression_baseline(data: DataSplits, max_images: int = 20_000) -> dict[str, Any] | None:
+    """scikit-learn's LogisticRegression on raw pixels: the floor a trained network must beat.
+
+    Skipped (None) on datasets too large for a quick fit. Reads the test split: call it only from
+    the final report, next to the final models.
+    """
+    if len(data.train) > max_images:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    def flat(images: ImageSet) -> np.ndarray:
+        return images.images.reshape(len(images), -1).float().div(255.0).numpy()
+
+    started = time.perf_counter()
+    model = LogisticRegression(max_iter=2000).fit(flat(data.train), data.train.labels.numpy())
+    return {"model": "logistic regression (pixels)",
+            "val_accuracy": float(model.score(flat(data.val), data.val.labels.numpy())),
+            "test_accuracy": float(model.score(flat(data.test), data.test.labels.numpy())),
+            "seconds": time.perf_counter() - started}

@@ -1,0 +1,111 @@
+"""The main job, ``raynas run``: from data to one shipped model per cost target, every stage on Ray.
+
+BN-NAS path (default):
+    BN-only supernet (Ray Train) -> search over BN score x cost on evaluator actors (Optuna)
+    -> a shortlist spread over the cost range -> short from-scratch training (Ray Tune + ASHA)
+    -> full training of the best child per target (Ray Tune) -> test top-1 -> export
+BigNAS path (``mode="full"``):
+    fully trained supernet (Ray Train) -> coarse-to-fine selection, BN-calibrated children scored
+    on validation -> calibrated children deployed without retraining -> test top-1 -> export
+
+Each stage writes Parquet rows that say which split their accuracy comes from, and re-running
+with the same run folder resumes: stages whose rows exist are not run again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from raynas.data import DataSplits
+from raynas.errors import ConfigError
+from raynas.protocol.delivery import FinalModel
+from raynas.protocol.retraining import RetrainRecipe, final_stage, short_stage
+from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
+from raynas.results import ResultStore
+from raynas.results.report import RunDir
+from raynas.search import EvaluatorPool, PoolConfig
+from raynas.search.costs import CheapObjectives
+from raynas.search.objectives import CHEAP, Constraint
+from raynas.search.study import SearchConfig, search
+from raynas.train import LoadedCheckpoint
+from raynas.train.data_feed import pack_splits
+
+
+def parse_targets(text: str | None, constraints: Sequence[Constraint], cost_name: str) -> int | list[float]:
+    """``"3"`` -> three budgets spread over the cost range; ``"2e4,5e4"`` -> those budgets.
+
+    Without ``--targets``, a ``cost<=X`` constraint on the cost objective is the one target;
+    with neither, three targets (BigNAS reports S/M/L/XL).
+    """
+    if text is None:
+        limits = [c.limit for c in constraints if c.name == cost_name and c.op == "<="]
+        return [min(limits)] if limits else 3
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--targets must be a count such as 3 or budgets such as 2e4,5e4, got {text!r}") from None
+
+
+def cost_objective(objectives: Sequence[str]) -> str:
+    """The search's cost objective (flops, params or latency_ms): what targets are budgets on."""
+    costs = [o for o in objectives if o in CHEAP]
+    if not costs:
+        raise ConfigError(f"the main job needs a cost objective among {list(CHEAP)}, got {list(objectives)}")
+    return costs[0]
+
+
+def resolve_targets(spec: int | list[float], cheap: CheapObjectives, cost_name: str,
+                    constraints: Sequence[Constraint], seed: int) -> list[float]:
+    targets = cost_quantile_targets(cheap, spec, cost_name, seed) if isinstance(spec, int) else list(spec)
+    for c in constraints:  # budgets beyond a hard constraint are clipped to it
+        if c.name == cost_name and c.op == "<=":
+            targets = sorted({min(t, c.limit) for t in targets})
+    return check_targets(cheap, targets, cost_name)
+
+
+def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
+                 search_config: SearchConfig, targets: int | list[float], recipe: RetrainRecipe,
+                 latency_table: Any = None, log=print) -> tuple[list[FinalModel], str, CheapObjectives]:
+    """Search by BN score, then retrain a shortlist per target; returns the final models."""
+    space = checkpoint.space
+    cost_name = cost_objective(search_config.objectives)
+    cheap = CheapObjectives(space, data.num_classes, data.channels, latency_table)
+    budgets = resolve_targets(targets, cheap, cost_name, search_config.parsed_constraints, search_config.seed)
+    with EvaluatorPool(checkpoint, data, pool_config) as pool:
+        search(checkpoint, pool, run.root, replace(search_config, top_k=0), latency_table)
+    store = ResultStore(run.results, space)
+    table = store.to_pandas()
+    scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")]
+    shortlist = spread_shortlist(scored, budgets, cost_name, recipe.per_target)
+    empty = [t for t, archs in shortlist.items() if not archs]
+    if empty:
+        raise ConfigError(f"no searched child meets the {cost_name} target(s) {empty}; search more trials "
+                          "or raise the targets")
+    packed = pack_splits(data)
+    log(f"[raynas] shortlist: {sum(map(len, shortlist.values()))} children over {len(budgets)} {cost_name} "
+        f"targets, trained {recipe.short.epochs} epochs at most (ASHA, grace {recipe.early_stopping.grace_epochs})")
+    winners = short_stage(space, shortlist, packed, recipe, run.root, store, cheap)
+    log(f"[raynas] full training of {len(set(winners.values()))} winner(s) for {recipe.final.epochs} epochs")
+    retrained = final_stage(space, winners, packed, recipe, run.root, store, cheap)
+    finals = [FinalModel(r.target, r.arch, r.val_accuracy, r.seconds, r.child, f"retrained {r.epochs} epochs")
+              for r in retrained]
+    return finals, cost_name, cheap
+
+
+def default_recipe(data: DataSplits, gpus: float = 0.0) -> RetrainRecipe:
+    """Retraining budgets sized to the dataset: small data affords more epochs per child."""
+    small = len(data.train) <= 5_000
+    short = RetrainRecipe().short.replace(epochs=6 if small else 4)
+    final = RetrainRecipe().final.replace(epochs=30 if small else 15)
+    return RetrainRecipe(short=short, final=final, gpus_per_trial=gpus)
+
+
+def finals_out(run: RunDir) -> Path:
+    return run.root / "final.json"

@@ -1,0 +1,114 @@
+"""BN-NAS's last steps: short from-scratch training of a shortlist (ASHA), then full training
+of the best child per cost target. Both stages run as Ray Tune trials and write Parquet rows
+whose accuracy is on the validation split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
+from raynas.results import ResultStore
+from raynas.search.costs import CheapObjectives
+from raynas.space import SearchSpace
+from raynas.supernet import build_supernet
+from raynas.train.config import TrainConfig
+
+SHORT, FINAL = "short_train", "final_train"
+
+
+@dataclass(frozen=True)
+class RetrainRecipe:
+    """How shortlisted children are trained: a short ASHA stage, then the winners in full."""
+
+    short: TrainConfig = field(default_factory=lambda: TrainConfig(mode="full", epochs=6, lr=0.1, weight_decay=5e-4))
+    final: TrainConfig = field(default_factory=lambda: TrainConfig(mode="full", epochs=30, lr=0.1, weight_decay=5e-4))
+    per_target: int = 3
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass
+class Retrained:
+    """One cost target's final model: trained weights and the record of how it got there."""
+
+    target: float
+    arch: str
+    val_accuracy: float
+    epochs: int
+    seconds: float
+    child: nn.Module
+
+
+def short_stage(space: SearchSpace, shortlist: dict[float, list[str]], packed: dict[str, Any],
+                recipe: RetrainRecipe, run_dir: Path, store: ResultStore, cheap: CheapObjectives) -> dict[float, str]:
+    """Train each target's shortlist briefly (ASHA per target); returns the best arch per target.
+
+    Targets are run one Tune experiment each, so ASHA compares children of one budget with each
+    other: across budgets the larger children would always win the early rungs. Rows already in
+    the store (a resumed run) are not trained again.
+    """
+    done = _stored(store, SHORT)
+    for i, (target, archs) in enumerate(sorted(shortlist.items())):
+        todo = [a for a in archs if (target, a) not in done]
+        trained = train_on_tune(space, todo, packed, recipe.short, run_dir / "tune", f"{SHORT}-{i}",
+                                recipe.early_stopping, cpus_per_trial=recipe.cpus_per_trial,
+                                gpus_per_trial=recipe.gpus_per_trial)
+        _write(store, SHORT, target, trained, cheap, space, offset=len(done))
+        done = _stored(store, SHORT)
+    best = {}
+    for target, archs in shortlist.items():
+        ranked = sorted(((done[(target, a)], a) for a in archs), reverse=True)  # (epochs, accuracy) first
+        best[target] = ranked[0][1]
+    return best
+
+
+def final_stage(space: SearchSpace, winners: dict[float, str], packed: dict[str, Any], recipe: RetrainRecipe,
+                run_dir: Path, store: ResultStore, cheap: CheapObjectives) -> list[Retrained]:
+    """Train each winner from scratch for ``recipe.final.epochs`` epochs (once, even when it wins
+    several targets) and load its weights back into a plain child module."""
+    unique = sorted(set(winners.values()))
+    trained = {t.arch: t for t in train_on_tune(space, unique, packed, recipe.final, run_dir / "tune", FINAL,
+                                                keep_weights=True, cpus_per_trial=recipe.cpus_per_trial,
+                                                gpus_per_trial=recipe.gpus_per_trial)}
+    info = packed["info"]
+    out = []
+    for target, arch in sorted(winners.items()):
+        result = trained[arch]
+        child = build_supernet(space, info["num_classes"], info["in_channels"],
+                               bn_layout=recipe.final.bn_layout).export(space.arch(arch))
+        child.load_state_dict(torch.load(result.weights, weights_only=True))
+        out.append(Retrained(target, arch, result.val_accuracy, result.epochs, result.seconds, child.eval()))
+    _write(store, FINAL, None, [trained[a] for a in unique], cheap, space, offset=len(_stored(store, FINAL)))
+    return out
+
+
+def _stored(store: ResultStore, stage: str) -> dict[tuple[float, str], tuple[int, float]]:
+    table = store.to_pandas()
+    if not len(table):
+        return {}
+    rows = table[table["evaluator"] == stage]
+    return {(float(r["target"]) if pd.notna(r["target"]) else None, r["arch"]): (int(r["epochs"]), float(r["accuracy"]))
+            for r in rows.to_dict("records")}
+
+
+def _write(store: ResultStore, stage: str, target: float | None, trained: list[TrainedChild],
+           cheap: CheapObjectives, space: SearchSpace, offset: int) -> None:
+    if not trained:
+        return
+    costs = cheap([space.arch(t.arch) for t in trained])
+    now = time.time()
+    rows = [{"run_id": stage, "trial": offset + i, "arch": t.arch, "status": "ok", "evaluator": stage,
+             "accuracy": t.val_accuracy, "split": "val", "epochs": t.epochs, "eval_seconds": t.seconds,
+             "target": target, **{k: (int(v[i]) if k in ("flops", "params") else float(v[i])) for k, v in costs.items()},
+             "started_at": now - t.seconds, "finished_at": now}
+            for i, t in enumerate(trained)]
+    store.write_batch(rows)

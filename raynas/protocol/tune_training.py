@@ -1,0 +1,100 @@
+"""From-scratch training of chosen children as Ray Tune trials, optionally early-stopped by ASHA.
+
+One trial trains one child (``raynas.train.standalone.train_child``) and reports its validation
+accuracy after every epoch, so an ASHA scheduler can stop the weak ones at its rungs. The data
+travels once through the object store (``tune.with_parameters``); it holds the train and val
+splits only, never the test split.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from raynas.errors import ConfigError, TrainingError
+from raynas.space import SearchSpace, space_from_dict
+from raynas.train.config import TrainConfig
+from raynas.train.standalone import train_child
+
+WEIGHTS_FILE = "weights.pt"
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """ASHA's rungs: every trial gets ``grace_epochs``; 1 in ``reduction_factor`` moves on."""
+
+    grace_epochs: int = 2
+    reduction_factor: int = 3
+
+    def __post_init__(self) -> None:
+        if self.grace_epochs < 1 or self.reduction_factor < 2:
+            raise ConfigError(f"ASHA needs grace_epochs >= 1 and reduction_factor >= 2, got "
+                              f"{self.grace_epochs}, {self.reduction_factor}")
+
+
+@dataclass(frozen=True)
+class TrainedChild:
+    arch: str
+    val_accuracy: float
+    epochs: int
+    seconds: float
+    weights: Path | None  # the child's state dict, when the stage keeps weights
+
+
+def child_trial(trial: dict[str, Any], packed: dict[str, Any], space_def: dict[str, Any], space_name: str,
+                train: dict[str, Any], keep_weights: bool) -> None:
+    """The Tune trainable: train one child, report after every epoch (weights after the last)."""
+    torch.set_num_threads(1)
+    space = space_from_dict(space_def, default_name=space_name)
+    config = TrainConfig.from_dict(train)
+    for state in train_child(space, space.arch(trial["arch"]), packed, config):
+        metrics = {"val_accuracy": state.val_accuracy, "epoch": state.epoch, "seconds": state.seconds,
+                   "train_loss": state.train_loss}
+        if keep_weights and state.epoch == config.epochs:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(state.child.state_dict(), Path(folder) / WEIGHTS_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+
+def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
+                  storage: Path, name: str, early_stopping: EarlyStopping | None = None,
+                  keep_weights: bool = False, cpus_per_trial: float = 1.0,
+                  gpus_per_trial: float = 0.0) -> list[TrainedChild]:
+    """Train each of ``archs`` for up to ``config.epochs`` epochs; one Tune trial per child."""
+    if not archs:
+        return []
+    scheduler = None
+    if early_stopping is not None and config.epochs > early_stopping.grace_epochs:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=config.epochs, grace_period=early_stopping.grace_epochs,
+                                  reduction_factor=early_stopping.reduction_factor)
+    trainable = tune.with_resources(
+        tune.with_parameters(child_trial, packed=packed, space_def=space.definition, space_name=space.name,
+                             train=config.to_dict(), keep_weights=keep_weights),
+        {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"arch": tune.grid_search(list(archs))},
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=scheduler),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    grid = tuner.fit()
+    trained = []
+    for result in grid:
+        if result.error is not None or not result.metrics:
+            raise TrainingError(f"training {result.config.get('arch') if result.config else '?'} failed "
+                                f"in Tune run {storage / name}: {result.error}")
+        weights = Path(result.checkpoint.path) / WEIGHTS_FILE if keep_weights and result.checkpoint else None
+        trained.append(TrainedChild(result.config["arch"], float(result.metrics["val_accuracy"]),
+                                    int(result.metrics["epoch"]), float(result.metrics["seconds"]), weights))
+    return trained
