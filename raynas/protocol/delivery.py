@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pandas as pd
 
 from raynas.data import DataSplits
 from raynas.deploy import ship_child
-from raynas.protocol.final import TestSplit, logistic_regression_baseline
+from raynas.protocol.final import FinalModel, TestSplit, logistic_regression_baseline
 from raynas.results import ResultStore
 from raynas.search.costs import CheapObjectives
 from raynas.space import SearchSpace
@@ -22,18 +21,6 @@ from raynas.train.checkpoint import DataInfo
 TEST = "test"
 MODELS_DIR = "models"
 SUMMARY_FILE = "final.json"
-
-
-@dataclass
-class FinalModel:
-    """A model ready to ship: chosen for ``target``, trained or calibrated, not yet tested."""
-
-    target: float
-    arch: str
-    val_accuracy: float
-    seconds: float
-    child: Any  # nn.Module
-    how: str  # "retrained N epochs" or "calibrated from the supernet"
 
 
 def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], cost_name: str, run_dir: Path,

@@ -21,6 +21,18 @@ EVAL_BATCH = 512
 
 
 @dataclass
+class FinalModel:
+    """A model ready to ship: chosen for ``target``, trained or calibrated, not yet tested."""
+
+    target: float
+    arch: str
+    val_accuracy: float
+    seconds: float
+    child: Any  # nn.Module
+    how: str  # "retrained N epochs" or "calibrated from the supernet"
+
+
+@dataclass
 class TestSplit:
     """The test images, handed out once per final model and counted, so a report can prove it."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from raynas.data import DataSplits
 from raynas.errors import ConfigError
-from raynas.protocol.delivery import FinalModel
+from raynas.protocol.final import FinalModel
 from raynas.protocol.retraining import RetrainRecipe, final_stage, short_stage
 from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
 from raynas.results import ResultStore
