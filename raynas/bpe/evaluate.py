@@ -5,11 +5,13 @@ A trial (``evaluate_setting``):
 1. maps the target space and the reference architectures into the proxy space
    (``width_multiplier`` and ``resolution``, see ``raynas.bpe.space``);
 2. trains that supernet with ``train_supernet`` (``Scaling(num_workers=0)``: in this process)
-   for ``epochs`` at ``batch_size`` and ``lr`` in ``mode``, sandwich of ``sandwich_size``
-   children, on the first ``data_fraction`` of the training split (at least one batch);
+   for ``epochs`` at ``batch_size`` and ``lr`` in ``mode``, ``sandwich_size`` children per step
+   sampled by the task's ``sampling`` (the sandwich rule: largest, smallest and random ones;
+   uniform: random ones only), on the first ``data_fraction`` of the training split (at least
+   one batch);
 3. scores the mapped reference set with the trial's estimator: the BN indicator (a table
-   lookup) or calibrated accuracy (BN recalibrated on ``calib_images`` images, then top-1 on the
-   validation split);
+   lookup, combined over ops by the task's ``depth_rule``) or calibrated accuracy (BN
+   recalibrated on ``calib_images`` images, then top-1 on the validation split);
 4. returns Kendall tau and Spearman rho of those scores against the reference accuracies
    (scipy.stats; tau-b, so ties are handled), the wall seconds of steps 1-3, and the device.
 
@@ -39,6 +41,7 @@ from raynas.data import DataSplits
 from raynas.errors import RaynasError
 from raynas.estimate import BNIndicator
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
+from raynas.search.recipes import resolve_depth_rule, resolve_sampling
 from raynas.space import Arch
 from raynas.supernet import Supernet
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
@@ -51,22 +54,42 @@ ERROR = "error"
 
 @dataclass(frozen=True)
 class ProxyTask:
-    """Everything a trial needs besides its setting and the data (picklable, sent to Tune trials)."""
+    """Everything a trial needs besides its setting and the data (picklable, sent to Tune trials).
+
+    ``sampling`` and ``depth_rule`` left as None take the target space's defaults
+    (``raynas.search.recipes``); a ``sampling`` in the file's ``train:`` section comes before them.
+    """
 
     bpe: BPESpace
     reference: Reference
     runs_dir: str
     use_gpu: bool = False
     keep_runs: bool = False
+    sampling: str | None = None
+    depth_rule: str | None = None
+
+    def __post_init__(self) -> None:
+        space = self.bpe.target_space
+        object.__setattr__(self, "sampling", resolve_sampling(self.sampling or self.bpe.train.get("sampling"), space))
+        object.__setattr__(self, "depth_rule", resolve_depth_rule(self.depth_rule, space))
 
 
-def trial_config(bpe: BPESpace, setting: Setting, train_size: int) -> TrainConfig:
-    """The TrainConfig of a setting: the file's ``train:`` keys plus the hyper-parameters."""
+def trial_config(bpe: BPESpace, setting: Setting, train_size: int, sampling: str | None = None) -> TrainConfig:
+    """The TrainConfig of a setting: the file's ``train:`` keys plus the hyper-parameters.
+
+    ``sandwich_size`` counts the children per step: under the sandwich rule the largest, the
+    smallest and ``sandwich_size - 2`` random ones; under uniform sampling ``sandwich_size``
+    random ones. ``sampling`` None keeps the file's (or ``TrainConfig``'s) sampling.
+    """
     batch = int(setting["batch_size"])
     images = max(batch, round(float(setting["data_fraction"]) * train_size))
-    return bpe.base_config().replace(
+    base = bpe.base_config()
+    sampling = sampling or base.sampling
+    children = int(setting["sandwich_size"])
+    return base.replace(
         mode=setting["mode"], epochs=int(setting["epochs"]), batch_size=batch, lr=float(setting["lr"]),
-        num_random=int(setting["sandwich_size"]) - 2, train_images=min(images, train_size),
+        sampling=sampling, num_random=children if sampling == "uniform" else children - 2,
+        train_images=min(images, train_size),
     )
 
 
@@ -101,23 +124,24 @@ def _train_and_score(task: ProxyTask, setting: Setting, data: DataSplits, run_di
     width, resolution = float(setting["width_multiplier"]), setting["resolution"]
     proxy = proxy_space(space, width, resolution)
     archs = [proxy_arch(space, proxy, arch, width, resolution) for arch in task.reference.archs]
-    config = trial_config(task.bpe, setting, len(data.train))
+    config = trial_config(task.bpe, setting, len(data.train), task.sampling)
     started = time.perf_counter()
     scaling = Scaling(num_workers=0, use_gpu=task.use_gpu)
     result = train_supernet(proxy, data, config, scaling, run_dir.parent, run_dir.name)
     trained = time.perf_counter()
     supernet = load_checkpoint(result.checkpoint).supernet
-    scores = score_archs(supernet, archs, estimator, data, int(setting["calib_images"]), task.bpe.seed)
+    scores = score_archs(supernet, archs, estimator, data, int(setting["calib_images"]), task.bpe.seed,
+                         task.depth_rule)
     tau, rho = rank_correlation(scores, np.asarray(task.reference.accuracy))
     return {"tau": tau, "rho": rho, "train_images": config.train_images, "train_seconds": trained - started,
             "score_seconds": time.perf_counter() - trained, "status": OK if np.isfinite(tau) else DEGENERATE}
 
 
 def score_archs(supernet: Supernet, archs: list[Arch], estimator: str, data: DataSplits, calib_images: int,
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, depth_rule: str = "sum") -> np.ndarray:
     """One score per architecture (higher = predicted better); duplicates are scored once."""
     if estimator == "bn_score":
-        return BNIndicator().fit(supernet).score(archs)
+        return BNIndicator(depth_rule=depth_rule).fit(supernet).score(archs)
     calibration = CalibrationConfig(images=calib_images, seed=seed)
     cache: dict[Arch, float] = {}
     for arch in archs:

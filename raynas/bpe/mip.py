@@ -208,6 +208,10 @@ class BPEResult:
     out_dir: Path
     trials_dir: Path
     result_path: Path
+    sampling: str
+    """How the proxy supernets sampled their children (``TrainConfig.sampling``)."""
+    depth_rule: str
+    """How the BN indicator combined op scores (``BNIndicator.depth_rule``)."""
     records: tuple[dict[str, Any], ...] = field(repr=False, default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,6 +269,8 @@ def run_bpe(
     cpus_per_trial: float = 1.0,
     use_gpu: bool = False,
     keep_runs: bool = False,
+    sampling: str | None = None,
+    depth_rule: str | None = None,
     verbose: bool = True,
 ) -> BPEResult:
     """Search the BPE setting whose ranking of ``reference`` agrees best with its accuracies.
@@ -272,6 +278,9 @@ def run_bpe(
     ``bpe_space`` and ``reference`` are objects or file paths. ``data`` overrides the file's
     ``data`` (a DATA string or loaded splits). Budget arguments left as None keep the file's
     ``mip:`` values. Each trial reserves ``cpus_per_trial`` CPUs (and one GPU with ``use_gpu``).
+    ``sampling`` (how proxy supernets sample children) and ``depth_rule`` (how the BN indicator
+    combines op scores) left as None take the file's ``train: {sampling: ...}``, then the target
+    space's defaults (``raynas.search.recipes``); both are recorded in ``bpe_result.json``.
     """
     started = time.monotonic()
     bpe = bpe_space if isinstance(bpe_space, BPESpace) else load_bpe_space(bpe_space)
@@ -284,10 +293,10 @@ def run_bpe(
     trials_dir = out / TRIALS_DIR
     if any(trials_dir.glob("round-*.parquet")):
         raise ConfigError(f"{out} already holds BPE trials ({trials_dir}); choose a new output folder")
+    task = ProxyTask(bpe, ref, str((out / "runs").resolve()), use_gpu, keep_runs, sampling, depth_rule)
     ensure_ray(address)
     check_resources(1, cpus_per_trial, 1.0 if use_gpu else 0.0)
     splits = _load_splits(bpe, data)
-    task = ProxyTask(bpe, ref, str((out / "runs").resolve()), use_gpu, keep_runs)
     loop = _Loop(bpe, mip, task, splits, out, cpus_per_trial, use_gpu, verbose, started)
     return loop.run()
 
@@ -394,7 +403,7 @@ class _Loop:
             cost_seconds=chosen["cost_seconds"], device=chosen["device"], trial=chosen["trial"],
             rounds=tuple(self.summaries), stop_reason=reason, seconds=time.monotonic() - self.started,
             out_dir=self.out, trials_dir=self.out / TRIALS_DIR, result_path=self.out / RESULT_FILE,
-            records=tuple(self.records),
+            sampling=self.task.sampling, depth_rule=self.task.depth_rule, records=tuple(self.records),
         )
         payload = {**result.to_dict(), "bpe": self.bpe.name, "target_space": self.bpe.target_space.name,
                    "reference": {"source": self.task.reference.source, "archs": len(self.task.reference)},

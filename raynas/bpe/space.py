@@ -84,7 +84,8 @@ HYPERPARAMETERS: dict[str, str] = {
     "width_multiplier": "scales every width choice of the space, numbers > 0",
     "data_fraction": "fraction of the training split used, numbers in (0, 1]",
     "mode": "supernet training mode: bn_only | full",
-    "sandwich_size": "children per training step (largest + smallest + random), integers >= 2",
+    "sandwich_size": "children per training step (sandwich: largest + smallest + random; uniform: all random), "
+                     "integers >= 2",
     "calib_images": "BN calibration images for calibrated_accuracy, integers >= 1",
     "lr": "learning rate, numbers > 0",
 }

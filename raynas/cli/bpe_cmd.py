@@ -9,7 +9,9 @@ import argparse
 from pathlib import Path
 
 from raynas.cli.common import add_address
+from raynas.cli.estimate_common import add_depth_rule
 from raynas.search.samplers import SAMPLERS
+from raynas.train.config import SAMPLINGS
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,10 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cost-weight", type=float, default=None,
                         help="lambda of the objective tau - lambda * cost / max cost (default 0: tau alone)")
     parser.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="Optuna sampler of the trials")
+    parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
+                        help="how proxy supernets sample children per step; default: the file's train.sampling, "
+                             "else sandwich for mobilenet spaces and uniform for nb201")
+    add_depth_rule(parser)
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpu", action="store_true", help="one GPU per trial")
     parser.add_argument("--keep-runs", action="store_true", help="keep every trial's supernet checkpoints under OUT/runs")
@@ -40,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
         bpe, args.reference, args.out, data=args.data, rounds=args.rounds, trials_per_round=args.trials_per_round,
         max_trials=args.max_trials, max_seconds=args.max_seconds, cost_weight=args.cost_weight, sampler=args.sampler,
         address=args.address, cpus_per_trial=args.cpus_per_trial, use_gpu=args.gpu, keep_runs=args.keep_runs,
+        sampling=args.sampling, depth_rule=args.depth_rule,
     )
     print(f"{bpe.name}: {len(result.records)} trials in {len(result.rounds)} rounds, {result.seconds:.0f}s "
-          f"({result.stop_reason})")
+          f"({result.stop_reason}); {result.sampling} sampling, {result.depth_rule} depth rule")
     for summary in result.rounds:
         if summary.decision is not None:
             importances = ", ".join(f"{k} {v:.2f}" for k, v in summary.decision.importances.items())

@@ -11,6 +11,8 @@ from raynas.cost import CostModel
 from raynas.estimate.calibration import CalibrationConfig
 from raynas.ray_env import ensure_ray
 from raynas.search import EvaluatorPool, PoolConfig
+from raynas.search.recipes import resolve_depth_rule
+from raynas.space import SearchSpace
 from raynas.train import load_checkpoint
 
 
@@ -19,6 +21,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="DATA; default: the checkpoint's own dataset")
     add_arch_selection(parser, allow_all=False)
     add_pool_options(parser)
+    parser.set_defaults(depth_rule=None)  # calibration reads no BN score: the pool's indicator keeps its default
     parser.add_argument("--out", type=Path, required=True, help="output .parquet file")
     add_address(parser)
 
@@ -30,9 +33,13 @@ def add_pool_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="one GPU per evaluator actor")
 
 
-def pool_config(args: argparse.Namespace, seed: int) -> PoolConfig:
+def pool_config(args: argparse.Namespace, seed: int, space: SearchSpace | None = None) -> PoolConfig:
+    """The evaluator pool of a command. ``args.depth_rule`` None means ``default_depth_rule(space)``,
+    or the BN indicator's own default when no space is given."""
+    depth_rule = resolve_depth_rule(args.depth_rule, space)
     return PoolConfig(num_actors=args.actors, num_cpus=args.actor_cpus, num_gpus=1.0 if args.gpu else 0.0,
-                      calibration=CalibrationConfig(images=args.calib_images, seed=seed))
+                      calibration=CalibrationConfig(images=args.calib_images, seed=seed),
+                      indicator={} if depth_rule is None else {"depth_rule": depth_rule})
 
 
 def run(args: argparse.Namespace) -> int:

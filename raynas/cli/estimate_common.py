@@ -12,9 +12,17 @@ import pyarrow.parquet as pq
 
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError
+from raynas.estimate import DEPTH_RULES
 from raynas.results import rows_to_table
 from raynas.space import Arch, SearchSpace
 from raynas.train import LoadedCheckpoint
+
+
+def add_depth_rule(parser: argparse.ArgumentParser) -> None:
+    """``--depth-rule``: how the BN indicator combines op scores; default: the space's (``default_depth_rule``)."""
+    parser.add_argument("--depth-rule", choices=DEPTH_RULES, default=None,
+                        help="BN indicator over a child's ops: sum (BN-NAS) or mean; default: mean on spaces "
+                             "with elastic depth, sum elsewhere")
 
 
 def add_arch_selection(parser: argparse.ArgumentParser, allow_all: bool) -> None:

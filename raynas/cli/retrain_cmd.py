@@ -1,4 +1,7 @@
-"""Train one child from scratch with the same loop (ground truth for rankings)."""
+"""Train one child from scratch with the same loop (ground truth for rankings), and ship it.
+
+The final checkpoint's child goes to ``OUT/NAME/model/`` as a child folder (see ``raynas.deploy``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from raynas.cli.common import add_training, data_spec, scaling, train_config
+from raynas.deploy import RETRAINED_CHILD_DIR, ship_retrained
 from raynas.space import load_space
 from raynas.train import retrain
 
@@ -24,4 +28,6 @@ def run(args: argparse.Namespace) -> int:
     last = result.metrics[-1]
     print(f"retrained {space.key(arch)} for {last['epoch']} epochs: val accuracy {last['val_accuracy']:.4f}")
     print(f"checkpoint: {result.checkpoint}")
+    model = ship_retrained(result.checkpoint, result.run_dir / RETRAINED_CHILD_DIR)
+    print(f"model: {model} (load with raynas.supernet.load_child, or torch.jit.load(model.ts) without raynas)")
     return 0

@@ -1,4 +1,4 @@
-"""The main job: train a supernet, search it, calibrate the best, report, export the winner.
+"""The main job: train a supernet, search it, retrain (or calibrate) the best per cost target, test, export.
 
 On the embedded default (local Ray, digits, the tiny space) it runs in a few minutes on 2 cores.
 """
@@ -6,21 +6,28 @@ On the embedded default (local Ray, digits, the tiny space) it runs in a few min
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from raynas.cli.calibrate_cmd import pool_config
 from raynas.cli.common import add_address
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
-from raynas.data import load_data
-from raynas.deploy import export_calibrated
+from raynas.data import DataSplits, load_data
+from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
+from raynas.protocol.main_job import bignas_finals, bnnas_finals, cost_objective, default_recipe, parse_targets
+from raynas.protocol.plot import plot_main_job
 from raynas.ray_env import ensure_ray
-from raynas.results.report import RunDir, format_table, load_report, write_report
-from raynas.search import EvaluatorPool
-from raynas.search.study import search
+from raynas.results import ResultStore
+from raynas.results.report import RunDir, load_report, write_report
+from raynas.search.recipes import default_sampling
 from raynas.space import load_space
+from raynas.supernet.mobilenet import with_stage_skip
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
+from raynas.train.config import bignas_recipe
 
 # BN-only training needs a far higher learning rate than full training (BN-NAS used 0.25 at
 # batch 512 for ~25k steps); on the short embedded budget a trainable classifier lets it learn.
@@ -33,48 +40,103 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/main"), help="run directory")
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers for supernet training")
     parser.add_argument("--gpu", action="store_true", help="train and evaluate on GPUs")
-    parser.add_argument("--mode", choices=["bn_only", "full"], default=DEFAULT_TRAINING["mode"])
-    parser.add_argument("--epochs", type=int, default=DEFAULT_TRAINING["epochs"])
-    parser.add_argument("--lr", type=float, default=DEFAULT_TRAINING["lr"])
+    parser.add_argument("--mode", choices=["bn_only", "full"], default=DEFAULT_TRAINING["mode"],
+                        help="bn_only: the BN-NAS protocol (retrain the found children); "
+                             "full: the BigNAS protocol (deploy calibrated children of a fully trained supernet)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_TRAINING["epochs"], help="supernet training epochs")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"supernet learning rate; default {DEFAULT_TRAINING['lr']} (bn_only), BigNAS's recipe (full)")
+    parser.add_argument("--perturbations", type=int, default=20,
+                        help="random perturbations around each target's best grid child (BigNAS path)")
+    parser.add_argument("--sampling", choices=["sandwich", "uniform"], default=None,
+                        help="children per supernet step; default: the space family's best-ranking rule")
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calib-images", type=int, default=500)
     parser.add_argument("--actors", type=int, default=2, help="evaluator actors for the search")
     parser.add_argument("--actor-cpus", type=float, default=1.0)
+    parser.add_argument("--targets", default=None,
+                        help="cost targets: a count (3 = budgets at cost quantiles) or budgets '2e4,5e4'; "
+                             "default: the --constraint limit on the cost objective, else 3")
+    parser.add_argument("--per-target", type=int, default=3, help="shortlisted children per target (BN-NAS path)")
+    parser.add_argument("--short-epochs", type=int, default=None, help="max epochs of the ASHA shortlist stage")
+    parser.add_argument("--final-epochs", type=int, default=None, help="epochs of the full training per target")
     add_search_options(parser)
     parser.set_defaults(trials=1000, batch_size=200)
     add_address(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
+    """The main job; ``data`` lets a driver that runs many jobs (benchmarks) decode images once."""
     started = time.perf_counter()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    ensure_ray(args.address)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     space = load_space(args.space)
+    search = search_config(args)
+    targets = parse_targets(args.targets, search.parsed_constraints, cost_objective(search.objectives))
     run = RunDir(args.out)
-    config = TrainConfig.from_dict({**DEFAULT_TRAINING, "mode": args.mode, "epochs": args.epochs, "lr": args.lr,
-                                    "train_images": args.train_images, "seed": args.seed,
-                                    "classifier": "trainable" if args.mode == "bn_only" else "frozen"})
-    data = load_data(args.data, seed=args.seed)
-    print(f"[raynas] 1/4 train {space.name} ({config.mode}, sandwich rule) on {args.workers} workers: {data.summary()}")
+    if (run.root / SUMMARY_FILE).exists():
+        return _show_finished(run)
+    ensure_ray(args.address)
+    data = load_data(args.data, seed=args.seed) if data is None else data
+    recipe = _recipe(args, data)
+    if args.mode == "full" and space.family == "mobilenet":
+        space = with_stage_skip(space)  # BigNAS's skip connection at stage transitions
+    config = _training(args, space)
+    print(f"[raynas] 1/4 train {space.name} ({config.mode}, {config.sampling} sampling) on {args.workers} workers: "
+          f"{data.summary()}")
     trained = train_supernet(space, data, config, Scaling(num_workers=args.workers, use_gpu=args.gpu),
                              out_dir=run.root / "train", name="supernet", address=args.address)
     checkpoint = load_checkpoint(trained.checkpoint)
-    print(f"[raynas] 2/4 search {args.trials} children with {args.sampler} over {args.objectives}, "
-          f"then calibrate the top {args.top_k} on {args.calib_images} images")
-    with EvaluatorPool(checkpoint, data, pool_config(args, args.seed)) as pool:
-        result = search(checkpoint, pool, run.root, search_config(args), latency_table(args))
-    print("[raynas] 3/4 report")
-    report = load_report(run.root)
-    paths = write_report(report, run.report)
-    print(report.counts_line())
-    print(format_table(report.front, report.objectives))
-    best = max(result.calibrated, key=lambda r: r["accuracy"]) if result.calibrated else None
-    if best is not None:
-        print(f"[raynas] 4/4 export the most accurate calibrated child: {best['arch']}")
-        record = export_calibrated(checkpoint, space.arch(best["arch"]), data, run.root / "best_child",
-                                   pool_config(args, args.seed).calibration)
-        print(f"  top-1 {record['accuracy']:.4f}, {best['flops'] / 1e6:.3f}M FLOPs -> {run.root / 'best_child'}")
-    print(f"[raynas] done in {time.perf_counter() - started:.0f}s: checkpoint {trained.checkpoint}, "
-          f"results {run.results}, plot {paths.get('png', paths)}")
+    step = (f"coarse-to-fine selection over {cost_objective(search.objectives)} targets" if args.mode == "full" else
+            f"search {search.trials} children with {search.sampler} over {','.join(search.objectives)}")
+    print(f"[raynas] 2/4 {step}")
+    pool = pool_config(args, args.seed, space)
+    if args.mode == "full":
+        finals, cost_name, cheap = bignas_finals(
+            checkpoint, data, run, pool, targets, cost_objective(search.objectives), search.parsed_constraints,
+            args.perturbations, args.seed, latency_table(args))
+    else:
+        finals, cost_name, cheap = bnnas_finals(checkpoint, data, run, pool, search, targets, recipe,
+                                                latency_table(args))
+    print(f"[raynas] 3/4 test {len(finals)} final model(s) once each on {len(data.test)} held-out images, export")
+    store = ResultStore(run.results, space)
+    frame = deliver(space, data, finals, cost_name, run.root, store, cheap, config.bn_layout)
+    print("[raynas] 4/4 report")
+    summary = json.loads((run.root / SUMMARY_FILE).read_text())
+    plot = plot_main_job(store.to_pandas(), cost_name, summary["baselines"], run.report / "final.png")
+    write_report(load_report(run.root, evaluator="bn_score"), run.report)
+    _print_summary(frame, cost_name, summary)
+    print(f"[raynas] done in {time.perf_counter() - started:.0f}s: models {run.root / 'models'}, "
+          f"results {run.results}, plot {plot}")
+    return 0
+
+
+def _training(args: argparse.Namespace, space) -> TrainConfig:
+    """BN-NAS's short BN-only run, or BigNAS's full recipe; --epochs/--lr/--sampling override."""
+    common = {"train_images": args.train_images, "seed": args.seed, "sampling": args.sampling or default_sampling(space)}
+    if args.mode == "full":
+        return bignas_recipe(args.epochs, args.lr, **common)
+    return TrainConfig.from_dict({**DEFAULT_TRAINING, **common, "epochs": args.epochs,
+                                  "lr": args.lr or DEFAULT_TRAINING["lr"]})
+
+
+def _recipe(args: argparse.Namespace, data):
+    recipe = default_recipe(data, gpus=1.0 if args.gpu else 0.0)
+    short = recipe.short.replace(epochs=args.short_epochs) if args.short_epochs else recipe.short
+    final = recipe.final.replace(epochs=args.final_epochs) if args.final_epochs else recipe.final
+    return type(recipe)(short=short, final=final, per_target=args.per_target,
+                        early_stopping=recipe.early_stopping, gpus_per_trial=recipe.gpus_per_trial)
+
+
+def _print_summary(frame: pd.DataFrame, cost_name: str, summary: dict) -> None:
+    print(format_final_table(frame, cost_name))
+    for baseline in summary["baselines"]:
+        print(f"  baseline: {baseline['model']}: test top-1 {baseline['test_accuracy']:.4f}")
+
+
+def _show_finished(run: RunDir) -> int:
+    summary = json.loads((run.root / SUMMARY_FILE).read_text())
+    print(f"[raynas] {run.root} holds a finished run (its test split was read once, when it finished):")
+    _print_summary(pd.DataFrame(summary["models"]), summary["cost"], summary)
     return 0

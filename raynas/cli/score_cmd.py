@@ -6,16 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
-from raynas.cli.estimate_common import add_arch_selection, common_fields, select_archs, write_rows
+from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, common_fields, select_archs, write_rows
 from raynas.cost import CostModel
-from raynas.estimate import DEPTH_RULES, MEASURES, BNIndicator
+from raynas.estimate import MEASURES, BNIndicator
+from raynas.search.recipes import resolve_depth_rule
 from raynas.train import load_checkpoint
 
 
 def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a training checkpoint folder")
     add_arch_selection(parser, allow_all=True)
-    parser.add_argument("--depth-rule", choices=DEPTH_RULES, default="sum")
+    add_depth_rule(parser)
     parser.add_argument("--measure", choices=sorted(MEASURES), default="abs_gamma")
     parser.add_argument("--out", type=Path, required=True, help="output .parquet file")
 
@@ -25,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     space = checkpoint.space
     archs = select_archs(args, space)
     started = time.perf_counter()
-    indicator = BNIndicator(depth_rule=args.depth_rule, measure=args.measure).fit(checkpoint.supernet)
+    depth_rule = resolve_depth_rule(args.depth_rule, space)
+    indicator = BNIndicator(depth_rule=depth_rule, measure=args.measure).fit(checkpoint.supernet)
     matrix = space.index_matrix(archs)
     scores = indicator.score(matrix)
     seconds = time.perf_counter() - started
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             for i, (a, s, f, p) in enumerate(zip(archs, scores, costs["flops"], costs["params"]))]
     write_rows(rows, space, args.out)
     best = max(rows, key=lambda r: r["bn_score"])
-    print(f"scored {len(rows):,} architectures of {space.name} in {seconds:.3f}s "
+    print(f"scored {len(rows):,} architectures of {space.name} ({depth_rule} rule) in {seconds:.3f}s "
           f"({len(rows) / max(seconds, 1e-9):,.0f}/s); best bn_score {best['bn_score']:.4f}: {best['arch']}")
     print(f"wrote {args.out}")
     return 0

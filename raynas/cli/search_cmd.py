@@ -7,7 +7,7 @@ from pathlib import Path
 
 from raynas.cli.calibrate_cmd import add_pool_options, pool_config
 from raynas.cli.common import add_address
-from raynas.cli.estimate_common import checkpoint_data
+from raynas.cli.estimate_common import add_depth_rule, checkpoint_data
 from raynas.ray_env import ensure_ray
 from raynas.search import EvaluatorPool
 from raynas.search.samplers import SAMPLERS
@@ -36,6 +36,7 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-table", type=Path, default=None, help="table from `raynas latency` for latency_ms")
     parser.add_argument("--run-id", default="search", help="study name; re-using it resumes the search")
     parser.add_argument("--search-seed", type=int, default=0)
+    add_depth_rule(parser)
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_ray(args.address)
     checkpoint = load_checkpoint(args.checkpoint)
     data = checkpoint_data(checkpoint, args.data)
-    with EvaluatorPool(checkpoint, data, pool_config(args, checkpoint.config.seed)) as pool:
+    with EvaluatorPool(checkpoint, data, pool_config(args, checkpoint.config.seed, checkpoint.space)) as pool:
         result = search(checkpoint, pool, args.out, config, latency_table(args))
     print(f"{len(result.study.trials)} trials in {args.out}; report with: raynas report {args.out}")
     for row in result.calibrated[:5]:

@@ -49,6 +49,10 @@ def mobilenet_costs(
                 reduced = np.maximum(8, mid // 4)
                 block_macs = block_macs + 2 * mid * reduced
                 block_params = block_params + 2 * mid * reduced + reduced + mid
+            if spec.stage_skip and j == 0:  # BigNAS stage shortcut: a BN-free 1x1 conv where widths differ
+                projects = width_in != width
+                block_macs = block_macs + np.where(projects, width_in * width * out_size**2, 0)
+                block_params = block_params + np.where(projects, width_in * width, 0)
             macs = macs + np.where(active, block_macs, 0)
             params = params + np.where(active, block_params, 0)
             if j == 0:

@@ -15,6 +15,7 @@ with the same run folder resumes: stages whose rows exist are not run again.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,12 +23,14 @@ from typing import Any
 
 from raynas.data import DataSplits
 from raynas.errors import ConfigError
+from raynas.estimate.calibration import calibrate_bn, calibration_subset
 from raynas.protocol.final import FinalModel
 from raynas.protocol.retraining import RetrainRecipe, final_stage, short_stage
 from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
 from raynas.results import ResultStore
 from raynas.results.report import RunDir
 from raynas.search import EvaluatorPool, PoolConfig
+from raynas.search.coarse_to_fine import coarse_to_fine
 from raynas.search.costs import CheapObjectives
 from raynas.search.objectives import CHEAP, Constraint
 from raynas.search.study import SearchConfig, search
@@ -99,11 +102,39 @@ def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, po
     return finals, cost_name, cheap
 
 
+def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
+                  targets: int | list[float], cost_name: str, constraints: Sequence[Constraint] = (),
+                  perturbations: int = 20, seed: int = 0, latency_table: Any = None,
+                  log=print) -> tuple[list[FinalModel], str, CheapObjectives]:
+    """Coarse-to-fine selection on the fully trained supernet; winners deploy BN-calibrated."""
+    space = checkpoint.space
+    cheap = CheapObjectives(space, data.num_classes, data.channels, latency_table)
+    budgets = resolve_targets(targets, cheap, cost_name, constraints, seed)
+    store = ResultStore(run.results, space)
+    with EvaluatorPool(checkpoint, data, pool_config) as pool:
+        result = coarse_to_fine(space, pool, cheap, budgets, cost_name, perturbations, seed,
+                                checkpoint_id=checkpoint.checkpoint_id)
+    store.write_batch(list(result.rows))
+    log(f"[raynas] coarse-to-fine: {result.grid_size} grid children, {result.evaluated} calibrated on "
+        f"{pool_config.calibration.images} images and scored on {len(data.val)} val images")
+    supernet = checkpoint.supernet
+    subset = calibration_subset(data.calib, pool_config.calibration)
+    finals = []
+    for winner in result.winners:
+        started = time.perf_counter()
+        arch = space.arch(winner.arch)
+        calibrate_bn(supernet, arch, subset.images, data.mean, data.std, pool_config.calibration.batch_size)
+        finals.append(FinalModel(winner.target, winner.arch, winner.accuracy, time.perf_counter() - started,
+                                 supernet.export(arch).eval(), f"calibrated on {len(subset)} images ({winner.stage})"))
+    return finals, cost_name, cheap
+
+
 def default_recipe(data: DataSplits, gpus: float = 0.0) -> RetrainRecipe:
     """Retraining budgets sized to the dataset: small data affords more epochs per child."""
-    small = len(data.train) <= 5_000
-    short = RetrainRecipe().short.replace(epochs=6 if small else 4)
-    final = RetrainRecipe().final.replace(epochs=30 if small else 15)
+    small = len(data.train) <= 5_000  # small batches there: enough steps per epoch for ASHA's first rung
+    batch = 32 if small else 64
+    short = RetrainRecipe().short.replace(epochs=6 if small else 4, batch_size=batch)
+    final = RetrainRecipe().final.replace(epochs=30 if small else 15, batch_size=batch)
     return RetrainRecipe(short=short, final=final, gpus_per_trial=gpus)
 
 

@@ -8,6 +8,7 @@ splits only, never the test split.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,14 @@ def child_trial(trial: dict[str, Any], packed: dict[str, Any], space_def: dict[s
             tune.report(metrics)
 
 
+def quiet_tune() -> None:
+    """Keep Tune's experiment banners and checkpoint-sync warnings off the user's terminal: the
+    main job prints one line per stage, and Tune's own files keep everything."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
 def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
                   storage: Path, name: str, early_stopping: EarlyStopping | None = None,
                   keep_weights: bool = False, cpus_per_trial: float = 1.0,
@@ -72,6 +81,7 @@ def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, An
     """Train each of ``archs`` for up to ``config.epochs`` epochs; one Tune trial per child."""
     if not archs:
         return []
+    quiet_tune()
     scheduler = None
     if early_stopping is not None and config.epochs > early_stopping.grace_epochs:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=config.epochs, grace_period=early_stopping.grace_epochs,

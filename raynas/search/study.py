@@ -5,13 +5,27 @@ constraints (``trial.set_constraint``) before any scoring, score the feasible ch
 actor pool, write one closed Parquet file, tell Optuna, then append the batch's finished trials
 to the study's journal file (which optuna-dashboard reads). A search killed at any point resumes
 from the journal and the Parquet rows, and every trial ends with exactly one row per evaluator.
+
+**No architecture is evaluated twice.** Samplers propose repeats (NSGA-II: 358 in 1,000 trials
+on ``tiny``). A feasible trial whose architecture key was already evaluated in this run (an
+``ok`` row, recovered rows included, or an earlier trial of the same batch) calls no evaluator:
+Optuna is told the original's values and constraints, and its row has status ``duplicate`` with
+the original's measured columns (``COPIED``), so reports, which keep ``ok`` rows, count each
+architecture once. Infeasible repeats stay ``infeasible`` (they cost nothing); an architecture
+whose evaluation failed is evaluated again when proposed in a later batch.
+
+**What optuna-dashboard shows.** The study carries the objective names (``set_metric_names``),
+every trial the user attribute ``arch`` (its canonical key), and ``record_stage`` adds the
+results of later stages (short training, final training) as study user attributes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +39,8 @@ from optuna.trial import TrialState
 
 from raynas.errors import ConfigError
 from raynas.results import ResultStore
-from raynas.results.report import RESULTS_DIR, write_run_metadata
+from raynas.estimate import BNIndicator
+from raynas.results.report import RESULTS_DIR, read_run_metadata, write_run_metadata
 from raynas.search.costs import CheapObjectives
 from raynas.search.define import suggest_arch
 from raynas.search.objectives import CHEAP, OBJECTIVES, Constraint, parse_objectives
@@ -37,6 +52,11 @@ from raynas.train.checkpoint import LoadedCheckpoint
 JOURNAL_FILE = "study.journal"
 PENALTY = 0.0
 """Value told to Optuna for the unscored objective of an infeasible child (never stored)."""
+ARCH_ATTR = "arch"
+"""Trial user attribute holding the architecture's canonical key."""
+COPIED = ("bn_score", "accuracy", "split", "top5", "loss", "calib_images")
+"""Measured columns a ``duplicate`` row copies from the row that evaluated its architecture."""
+DUPLICATE = "duplicate"
 
 
 @dataclass
@@ -103,6 +123,10 @@ class Search:
             study_name=config.run_id, storage=JournalStorage(JournalFileBackend(str(self.out_dir / JOURNAL_FILE))),
             directions=directions, load_if_exists=True,
         )
+        for study in (self.study, self.journal):
+            set_metric_names(study, config.objectives)
+        self.evaluated: dict[str, dict[str, Any]] = {}
+        """Architecture key -> the measured columns of its ``ok`` row (what a duplicate copies)."""
         self._write_run_file()
 
     # --- the ask/tell loop --------------------------------------------------------------
@@ -123,49 +147,76 @@ class Search:
         """Rebuild the study from the journal, then from Parquet rows the journal never got.
 
         A driver killed mid-batch loses only trials with no row: they are asked again under the
-        same numbers, so every trial ends with exactly one row.
+        same numbers, so every trial ends with exactly one row. Every ``ok`` row, from the
+        journal's trials or not, marks its architecture as evaluated.
         """
         persisted = [t for t in self.journal.get_trials(deepcopy=False)
                      if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
         self.study.add_trials(persisted)
         stored = self.store.to_pandas()
         if len(stored):
-            stored = stored[(stored["evaluator"] == self.config.evaluator) & (stored["trial"] >= len(persisted))]
-            missing = [self._frozen(row) for row in stored.sort_values("trial").to_dict("records")]
+            stored = stored[(stored["evaluator"] == self.config.evaluator) & (stored["run_id"] == self.config.run_id)]
+            for row in stored[stored["status"] == "ok"].sort_values("trial").to_dict("records"):
+                self.evaluated.setdefault(row["arch"], measured(row))
+            missing = [self._frozen(row) for row in
+                       stored[stored["trial"] >= len(persisted)].sort_values("trial").to_dict("records")]
             self.study.add_trials(missing)
             self.journal.add_trials(missing)
 
     def _frozen(self, row: dict[str, Any]) -> optuna.trial.FrozenTrial:
-        """The finished trial a stored row stands for."""
+        """The finished trial a stored row stands for (a ``duplicate`` row holds copied values)."""
         arch = self.space.arch(row["arch"])
         params = {name: arch[name] for name in arch}
         distributions = {d.name: CategoricalDistribution(list(d.choices)) for d in self.space.dims if d.name in arch}
         constraints = {f"constraints:{c}": c.violation(float(row[c.name])) for c in self.config.parsed_constraints}
+        attrs = {ARCH_ATTR: row["arch"]}
         if row["status"] == "failed":
             return optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=distributions,
-                                             system_attrs=constraints)
+                                             system_attrs=constraints, user_attrs=attrs)
         return optuna.trial.create_trial(params=params, distributions=distributions, system_attrs=constraints,
-                                         values=objective_values(self.config, row))
+                                         user_attrs=attrs, values=objective_values(self.config, row))
 
     def _evaluate(self, batch: list[tuple[optuna.trial.Trial, Arch]]) -> None:
         started = time.time()
         archs = [arch for _, arch in batch]
+        keys = [self.space.key(arch) for arch in archs]
         cheap = self.cheap(archs)
         violations = [[c.violation(float(cheap[c.name][i])) for c in self.config.parsed_constraints] for i in range(len(archs))]
-        feasible = [i for i, v in enumerate(violations) if all(x <= 0 for x in v)]
-        scored = self._score([archs[i] for i in feasible])
+        feasible = [all(x <= 0 for x in v) for v in violations]
+        first: dict[str, int] = {}  # key -> the trial of this batch that evaluates it
+        for i, key in enumerate(keys):
+            if feasible[i] and key not in self.evaluated:
+                first.setdefault(key, i)
+        scored = dict(zip(first, self._score([archs[i] for i in first.values()])))
+        for key, result in scored.items():
+            if result["status"] == "ok":
+                self.evaluated[key] = measured(result)
         rows = []
-        for i, (trial, arch) in enumerate(batch):
+        for i, (trial, _) in enumerate(batch):
+            key = keys[i]
             for c, v in zip(self.config.parsed_constraints, violations[i]):
                 trial.set_constraint(str(c), v)
-            result = scored.pop(0) if i in feasible else {"status": "infeasible"}
-            rows.append(evaluation_row(self.config, self.checkpoint.checkpoint_id, trial.number, self.space.key(arch),
+            trial.set_user_attr(ARCH_ATTR, key)
+            if not feasible[i]:
+                result = {"status": "infeasible"}
+            elif first.get(key) == i:
+                result = scored[key]
+            else:
+                result = self._duplicate(key, batch[first[key]][0].number if key in first else None)
+            rows.append(evaluation_row(self.config, self.checkpoint.checkpoint_id, trial.number, key,
                                        started, {k: v[i] for k, v in cheap.items()}, result))
         self.store.write_batch(rows)
         for (trial, _), row in zip(batch, rows):
             self._tell(trial, row)
         finished = self.study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
         self.journal.add_trials([finished[trial.number] for trial, _ in batch])
+
+    def _duplicate(self, key: str, original: int | None) -> dict[str, Any]:
+        """The result of a trial whose architecture was evaluated already (by ``original`` if in this batch)."""
+        if key in self.evaluated:
+            return {"status": DUPLICATE, **self.evaluated[key]}
+        return {"status": "failed", "error": f"same architecture as trial {original} of this batch, "
+                                              f"whose evaluation failed"}
 
     def _score(self, archs: list[Arch]) -> list[dict[str, Any]]:
         if not archs:
@@ -212,8 +263,17 @@ class Search:
         return calibrated.sort_values("accuracy", ascending=False).to_dict("records")
 
     def _write_run_file(self) -> None:
+        """``run.json``; refuses to resume a BN-score run under another depth rule (scores would mix)."""
+        depth_rule = pool_depth_rule(self.pool)
+        before = read_run_metadata(self.out_dir).get("search") or {}
+        if (self.config.evaluator == "bn_score" and before.get("run_id") == self.config.run_id
+                and before.get("depth_rule", depth_rule) != depth_rule and len(self.store.parts())):
+            raise ConfigError(f"{self.out_dir} holds search {self.config.run_id!r} scored with depth_rule="
+                              f"{before['depth_rule']!r}; resuming it with depth_rule={depth_rule!r} would mix "
+                              f"scores: pass depth rule {before['depth_rule']!r}, or a new run id or folder")
         write_run_metadata(self.out_dir, self.space, run_id=self.config.run_id, checkpoint=str(self.checkpoint.path),
-                           checkpoint_id=self.checkpoint.checkpoint_id, search=self.config.describe(),
+                           checkpoint_id=self.checkpoint.checkpoint_id,
+                           search={**self.config.describe(), "depth_rule": depth_rule},
                            data=self.checkpoint.data.to_dict(), num_classes=self.checkpoint.data.num_classes)
 
 
@@ -260,6 +320,24 @@ def pareto_ranks(values: np.ndarray, directions: list[str]) -> np.ndarray:
     return ranks
 
 
+def set_metric_names(study: optuna.Study, objectives: tuple[str, ...]) -> None:
+    """Name the study's objectives (optuna-dashboard labels its plots with them)."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
+
+
+def pool_depth_rule(pool: EvaluatorPool) -> str:
+    """The depth rule the pool's BN indicator scores with (recorded in ``run.json``)."""
+    return str(pool.config.indicator.get("depth_rule", BNIndicator().depth_rule))
+
+
+def measured(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``COPIED`` columns of an evaluated row that hold a value."""
+    values = {k: plain_value(row.get(k)) for k in COPIED}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def plain_value(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -272,3 +350,54 @@ def search(checkpoint: LoadedCheckpoint, pool: EvaluatorPool, out_dir: str | os.
            config: SearchConfig = SearchConfig(), latency_table: Any = None, progress: bool = True) -> SearchResult:
     """Run (or resume) a search; see ``Search``."""
     return Search(checkpoint, pool, out_dir, config, latency_table).run(progress)
+
+
+# --- later stages, recorded in the study -------------------------------------------------------
+STAGE_SEPARATOR = ":"
+
+
+def record_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str, rows: list[dict[str, Any]]) -> None:
+    """Record the results of a later stage (short training, final training, ...) in the run's study.
+
+    Each row is stored as one study user attribute named ``"{stage}:{arch}"`` whose value is
+    the row without ``arch`` (JSON values), so optuna-dashboard's "Study User Attributes" table
+    shows one line per architecture and stage; recording a row again replaces it. Read them
+    back with ``read_stage``. Example::
+
+        record_stage(run_dir, "search", "final", [{"arch": key, "val_accuracy": 0.91,
+                                                    "test_accuracy": 0.90, "seconds": 412.0}])
+    """
+    if not isinstance(stage, str) or not stage or STAGE_SEPARATOR in stage:
+        raise ConfigError(f"stage must be a non-empty string without {STAGE_SEPARATOR!r}, got {stage!r}")
+    study = _load_journal_study(out_dir, run_id)
+    attrs = {}
+    for i, row in enumerate(rows):
+        arch = row.get("arch") if isinstance(row, dict) else None
+        if not isinstance(arch, str) or not arch:
+            raise ConfigError(f"rows[{i}] of stage {stage!r} must be a dict with an `arch` key string, got {row!r}")
+        value = {k: plain_value(v) for k, v in row.items() if k != "arch"}
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"rows[{i}] of stage {stage!r} must hold JSON values (no NaN): {err}") from err
+        attrs[f"{stage}{STAGE_SEPARATOR}{arch}"] = value
+    for name, value in attrs.items():
+        study.set_user_attr(name, value)
+
+
+def read_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str) -> list[dict[str, Any]]:
+    """The rows ``record_stage`` stored for ``stage``, each with its ``arch``, in recording order."""
+    prefix = f"{stage}{STAGE_SEPARATOR}"
+    attrs = _load_journal_study(out_dir, run_id).user_attrs
+    return [{"arch": name[len(prefix):], **value} for name, value in attrs.items() if name.startswith(prefix)]
+
+
+def _load_journal_study(out_dir: str | os.PathLike[str], run_id: str) -> optuna.Study:
+    path = Path(out_dir) / JOURNAL_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: run the search in {out_dir} first")
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    names = optuna.get_all_study_names(storage)
+    if run_id not in names:
+        raise ConfigError(f"{path} holds no study {run_id!r}; studies: {names}")
+    return optuna.load_study(study_name=run_id, storage=storage)

@@ -21,7 +21,14 @@ never scored, yet still reports every objective (``OptunaSearch`` leaves a trial
 one is missing or NaN): the unscored objective reports ``PENALTY``, and its row is stored as
 ``infeasible`` without it. A trial whose evaluation fails raises, so Tune marks it ERROR,
 Optuna records FAIL and its row is stored as ``failed``. Rows are the ones ``search`` writes,
-in ``out_dir/results``, flushed every ``config.batch_size`` finished trials. The Optuna study
+in ``out_dir/results``, flushed every ``config.batch_size`` finished trials.
+
+No architecture is evaluated twice, as in ``search``: every feasible trial asks one small actor
+(``EvaluateOnce``, no CPU) for its architecture's result; the first trial with a key submits
+the evaluation to a pool actor, and every later (or concurrent) trial with the same key waits
+for that same result, reports it, and is stored as ``duplicate``. A failed evaluation is
+forgotten, so a later trial with that key evaluates it again. Each trial carries the user
+attribute ``arch`` and the study the objective names. The Optuna study
 lives in memory (a journal file costs milliseconds per suggested parameter, and Tune saves the
 searcher's state in ``out_dir/tune``), so a Tune search does not resume: run it again with a new
 ``run_id`` or ``out_dir``.
@@ -29,6 +36,7 @@ searcher's state in ``out_dir/tune``), so a Tune search does not resume: run it 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -49,7 +57,18 @@ from raynas.search.define import suggest_arch
 from raynas.search.objectives import CHEAP, OBJECTIVES
 from raynas.search.pool import EvaluatorPool
 from raynas.search.samplers import make_sampler
-from raynas.search.study import PENALTY, RESULTS_DIR, SearchConfig, check_satisfiable, evaluation_row
+from raynas.search.study import (
+    ARCH_ATTR,
+    COPIED,
+    DUPLICATE,
+    PENALTY,
+    RESULTS_DIR,
+    SearchConfig,
+    check_satisfiable,
+    evaluation_row,
+    pool_depth_rule,
+    set_metric_names,
+)
 from raynas.search.study import plain_value as _plain
 from raynas.train.checkpoint import LoadedCheckpoint
 
@@ -81,6 +100,7 @@ class DefineArch:
         space = self.cheap.space
         arch = suggest_arch(trial, space)
         cheap = {k: _plain(v[0]) for k, v in self.cheap([arch]).items()}
+        trial.set_user_attr(ARCH_ATTR, space.key(arch))
         feasible = True
         for c in self.config.parsed_constraints:
             violation = c.violation(float(cheap[c.name]))
@@ -90,21 +110,62 @@ class DefineArch:
                        "suggested_at": time.time()}}
 
 
-def evaluate_trial(config: dict[str, Any], actors: list[Any], objectives: Sequence[str], evaluator: str) -> None:
-    """The Tune trainable: one architecture on one pool actor, every objective reported."""
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
+class EvaluateOnce:
+    """One evaluation per architecture key for all the Tune trials of a search (an async actor).
+
+    The first caller with a key submits the evaluation to a pool actor; every caller awaits that
+    same result and learns whether it was the first. A failed evaluation is forgotten, so a later
+    caller with that key evaluates it again. A restarted actor has forgotten everything: at worst
+    an architecture is then evaluated a second time.
+    """
+
+    def __init__(self, actors: list[Any], method: str | None) -> None:
+        self.actors, self.method = actors, method
+        self.results: dict[str, Any] = {}
+
+    async def evaluate(self, key: str, trial: int) -> tuple[dict[str, Any], bool]:
+        first = key not in self.results
+        if first:
+            self.results[key] = asyncio.ensure_future(self._run(key, trial))
+        pending = self.results[key]
+        try:
+            row = await pending
+        except Exception:
+            self._forget(key, pending)
+            raise
+        if row["status"] == "failed":
+            self._forget(key, pending)
+        return row, first
+
+    async def _run(self, key: str, trial: int) -> dict[str, Any]:
+        if self.method is None:
+            return {"status": "ok"}
+        actor = self.actors[trial % len(self.actors)]
+        return (await getattr(actor, self.method).remote([key]))[0]
+
+    def _forget(self, key: str, pending: Any) -> None:
+        if self.results.get(key) is pending:
+            del self.results[key]
+
+
+EVALUATOR_METHODS = {"bn_score": "score", "calibrate": "calibrate_and_evaluate", "cost": None}
+"""Pool actor method of each evaluator (``cost`` calls none)."""
+
+
+def evaluate_trial(config: dict[str, Any], once: Any, objectives: Sequence[str]) -> None:
+    """The Tune trainable: one architecture, evaluated once per key, every objective reported."""
     info = config[INFO]
     started = time.time()
     if not info["feasible"]:
         result: dict[str, Any] = {"status": "infeasible"}
-    elif evaluator == "cost":
-        result = {"status": "ok"}
     else:
-        actor = actors[info["trial"] % len(actors)]
-        method = "score" if evaluator == "bn_score" else "calibrate_and_evaluate"
-        row = ray.get(getattr(actor, method).remote([info["arch"]]))[0]
+        row, first = ray.get(once.evaluate.remote(info["arch"], info["trial"]))
         if row["status"] == "failed":
             raise EvaluationFailed(row.get("error") or "the evaluator returned a failed row")
         result = {k: v for k, v in row.items() if k not in ("arch", "evaluator")}
+        if not first:
+            result = {"status": DUPLICATE, **{k: result[k] for k in COPIED if result.get(k) is not None}}
     penalties = {o: PENALTY for o in objectives if o not in CHEAP and result.get(o) is None}
     tune.report({**info["cheap"], **penalties, **result, "started_at": started, "finished_at": time.time()})
 
@@ -177,7 +238,8 @@ def tune_search(
     cheap = CheapObjectives(space, checkpoint.data.num_classes, checkpoint.data.in_channels, latency_table)
     check_satisfiable(cheap, config.parsed_constraints)
     write_run_metadata(out, space, run_id=config.run_id, engine="ray.tune", checkpoint=str(checkpoint.path),
-                       checkpoint_id=checkpoint.checkpoint_id, search=config.describe(),
+                       checkpoint_id=checkpoint.checkpoint_id,
+                       search={**config.describe(), "depth_rule": pool_depth_rule(pool)},
                        data=checkpoint.data.to_dict(), num_classes=checkpoint.data.num_classes)
     searcher = OptunaSearch(
         space=DefineArch(cheap, config), metric=list(config.objectives),
@@ -185,9 +247,10 @@ def tune_search(
         sampler=make_sampler(config.sampler, config.seed, config.population),
         study_name=config.run_id, storage=storage,
     )
+    set_metric_names(optuna.load_study(study_name=config.run_id, storage=storage), config.objectives)
+    once = EvaluateOnce.remote(list(pool.actors), EVALUATOR_METHODS[config.evaluator])
     trainable = tune.with_resources(
-        tune.with_parameters(evaluate_trial, actors=list(pool.actors), objectives=list(config.objectives),
-                             evaluator=config.evaluator),
+        tune.with_parameters(evaluate_trial, once=once, objectives=list(config.objectives)),
         {"cpu": trial_cpus},
     )
     writer = RowWriter(store, checkpoint, config)
@@ -199,7 +262,10 @@ def tune_search(
         run_config=tune.RunConfig(name=config.run_id, storage_path=str(out / TUNE_DIR), callbacks=[writer],
                                   verbose=1 if progress else 0),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        ray.kill(once)
     writer.flush()
     study = optuna.load_study(study_name=config.run_id, storage=storage)
     return TuneSearchResult(out, study, store, grid)

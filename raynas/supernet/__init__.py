@@ -2,10 +2,18 @@
 
 from raynas.supernet.base import Supernet
 from raynas.supernet.elastic import BATCHNORMS, ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
-from raynas.supernet.export import load_child, save_child
+from raynas.supernet.export import (
+    ChildRecord,
+    Preprocessing,
+    load_child,
+    read_child_record,
+    save_child,
+    with_preprocessing,
+)
 from raynas.supernet.registry import build_supernet, known_families, register_family
 
 __all__ = [
-    "BATCHNORMS", "ElasticBatchNorm2d", "ElasticConv2d", "ElasticLinear", "Supernet",
-    "build_supernet", "known_families", "load_child", "register_family", "save_child",
+    "BATCHNORMS", "ChildRecord", "ElasticBatchNorm2d", "ElasticConv2d", "ElasticLinear", "Preprocessing",
+    "Supernet", "build_supernet", "known_families", "load_child", "read_child_record", "register_family",
+    "save_child", "with_preprocessing",
 ]

@@ -2,7 +2,8 @@
 
 A block's forward is written once: in a supernet its layers are elastic modules with an active
 setting, in an exported child they are plain ``nn`` layers. MobileNetV2/V3 inverted residuals:
-Sandler et al., CVPR 2018; Howard et al., ICCV 2019 (SE and hard-swish).
+Sandler et al., CVPR 2018; Howard et al., ICCV 2019 (SE and hard-swish). Stage-transition
+shortcuts: Yu et al., "BigNAS", ECCV 2020, Sec. 3.1 (initialization).
 """
 
 from __future__ import annotations
@@ -48,11 +49,42 @@ class SqueezeExcite(nn.Module):
         return x * F.hardsigmoid(self.expand(scale))
 
 
+class StageShortcut(nn.Module):
+    """BigNAS's skip connection at a stage transition, where MobileNetV2 has none.
+
+    2x2 average pooling (stride 2, ceil mode, so it matches the strided depthwise conv's output
+    size) where the block strides, then a 1x1 conv where the channel counts differ; the identity
+    otherwise. The conv has no BN: it adds no BatchNorm to the network, so BN-indicator tables
+    (which score a block by its last BN) are unchanged. In a supernet ``conv`` is elastic (its
+    first n in- and out-channels serve a child); in an exported child it is a plain conv, or None
+    when that child's widths match.
+    """
+
+    def __init__(self, stride: int, conv: nn.Module | None) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:
+        if self.stride > 1:
+            x = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True, count_include_pad=False)
+        if x.shape[1] != out_channels:
+            if self.conv is None:
+                raise RuntimeError(f"stage shortcut has no conv to map {x.shape[1]} channels to {out_channels}")
+            x = self.conv(x)
+        return x
+
+
 class InvertedResidual(nn.Module):
-    """expand 1x1 -> depthwise kxk -> SE -> project 1x1, with a residual when shapes allow."""
+    """expand 1x1 -> depthwise kxk -> SE -> project 1x1, plus a residual.
+
+    The residual is ``shortcut`` where the block has one (a stage's first block in a
+    ``stage_skip`` space), else the identity when shapes allow.
+    """
 
     def __init__(
-        self, expand: ConvBNAct | None, depthwise: ConvBNAct, se: SqueezeExcite | None, project: ConvBNAct, stride: int
+        self, expand: ConvBNAct | None, depthwise: ConvBNAct, se: SqueezeExcite | None, project: ConvBNAct, stride: int,
+        shortcut: StageShortcut | None = None,
     ) -> None:
         super().__init__()
         self.expand = expand
@@ -60,6 +92,7 @@ class InvertedResidual(nn.Module):
         self.se = se
         self.project = project
         self.stride = stride
+        self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x if self.expand is None else self.expand(x)
@@ -67,7 +100,9 @@ class InvertedResidual(nn.Module):
         if self.se is not None:
             y = self.se(y)
         y = self.project(y)
-        if self.stride == 1 and y.shape[1] == x.shape[1]:
+        if self.shortcut is not None:
+            y = y + self.shortcut(x, y.shape[1])
+        elif self.stride == 1 and y.shape[1] == x.shape[1]:
             y = y + x
         return y
 

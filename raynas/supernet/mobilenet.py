@@ -6,6 +6,11 @@ BN layout is a constructor choice (see ``BN_LAYOUTS``): "shared" is BigNAS's top
 which share conv weights still own distinct BN parameters. "private_resolution" adds the input
 resolution to the slot key (one BN set per resolution, as BigNAS calibrates per resolution), so
 that a data-free gamma indicator can tell resolutions apart too.
+
+A space with ``stage_skip: true`` adds BigNAS's skip connection at every stage transition
+(``StageShortcut``: average pooling and/or a BN-free 1x1 conv); ``with_stage_skip`` turns it on
+for a space that lacks the key. It is off by default, so BN-only supernets, their indicator
+tables and existing checkpoints and exports are unchanged.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import torch
 from torch import nn
 
 from raynas.errors import ConfigError
-from raynas.space import Arch, SearchSpace
+from raynas.space import Arch, SearchSpace, space_from_dict
 from raynas.space.families.mobilenet import MobileNetSpec, StageSpec
 from raynas.supernet.base import Supernet
-from raynas.supernet.blocks import ClassifierHead, ConvBNAct, InvertedResidual, SqueezeExcite, se_channels
+from raynas.supernet.blocks import (
+    ClassifierHead, ConvBNAct, InvertedResidual, SqueezeExcite, StageShortcut, se_channels,
+)
 from raynas.supernet.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
 
 BN_LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -66,13 +73,14 @@ class MobileNetSupernet(Supernet):
         )
         self.slots = [_BlockSlots(stage, spec.resolutions, BN_LAYOUTS[bn_layout]) for stage in spec.stages]
         self.stages = nn.ModuleList()
-        width_in = stem_max
+        width_in, widths_in = stem_max, spec.stem.width
         for stage, slots in zip(spec.stages, self.slots):
             blocks = nn.ModuleList()
             for j in range(stage.max_depth):
-                blocks.append(self._elastic_block(stage, width_in if j == 0 else stage.width[-1], j, slots.count))
+                shortcut = _elastic_shortcut(stage, widths_in) if spec.stage_skip and j == 0 else None
+                blocks.append(self._elastic_block(stage, width_in if j == 0 else stage.width[-1], j, slots.count, shortcut))
             self.stages.append(blocks)
-            width_in = stage.width[-1]
+            width_in, widths_in = stage.width[-1], stage.width
         head_max = spec.head.width[-1]
         mix = None if spec.head.mix_width is None else ElasticLinear(head_max, spec.head.mix_width, bias=False)
         features = spec.head.mix_width or head_max
@@ -82,7 +90,9 @@ class MobileNetSupernet(Supernet):
         )
 
     @staticmethod
-    def _elastic_block(stage: StageSpec, max_in: int, index: int, slots: int) -> InvertedResidual:
+    def _elastic_block(
+        stage: StageSpec, max_in: int, index: int, slots: int, shortcut: StageShortcut | None = None
+    ) -> InvertedResidual:
         stride = stage.stride if index == 0 else 1
         max_mid = max_in * stage.expand[-1]
         max_out = stage.width[-1]
@@ -98,7 +108,7 @@ class MobileNetSupernet(Supernet):
             reduced = se_channels(max_mid)
             se = SqueezeExcite(ElasticConv2d(max_mid, reduced, 1, bias=True), ElasticConv2d(reduced, max_mid, 1, bias=True))
         project = ConvBNAct(ElasticConv2d(max_mid, max_out, 1), ElasticBatchNorm2d(max_out, slots), "none")
-        return InvertedResidual(expand, depthwise, se, project, stride)
+        return InvertedResidual(expand, depthwise, se, project, stride, shortcut)
 
     # --- activation ---------------------------------------------------------------------
     def _apply_arch(self, arch: Arch) -> None:
@@ -169,6 +179,29 @@ def _activate_block(block: InvertedResidual, width_in: int, width: int, kernel: 
         block.se.expand.set_active(out_channels=mid)
     block.project.conv.set_active(out_channels=width)
     block.project.bn.set_active(slot=slot)
+    if block.shortcut is not None and block.shortcut.conv is not None:
+        block.shortcut.conv.set_active(out_channels=width)
+
+
+def _elastic_shortcut(stage: StageSpec, widths_in: tuple[int, ...]) -> StageShortcut:
+    """A stage's first-block shortcut; it owns a 1x1 conv only if some child changes channels."""
+    same_width = len(widths_in) == 1 and widths_in == stage.width
+    conv = None if same_width else ElasticConv2d(widths_in[-1], stage.width[-1], 1)
+    return StageShortcut(stage.stride, conv)
+
+
+def with_stage_skip(space: SearchSpace, enabled: bool = True) -> SearchSpace:
+    """``space`` with ``stage_skip`` set: BigNAS's skip connection at every stage transition.
+
+    The key goes into the space definition, which checkpoints and exported ``arch.json`` files
+    embed, so every later build of the supernet or a child (evaluator actors, ``load_child``)
+    has the same shortcuts.
+    """
+    if space.family != "mobilenet":
+        raise ConfigError(f"stage_skip applies to the mobilenet family only, got family {space.family!r}")
+    if not space.definition:
+        raise ConfigError(f"space {space.name!r} has no definition to add stage_skip to; load it with load_space")
+    return space_from_dict({**space.definition, "stage_skip": enabled}, source=space.source, default_name=space.name)
 
 
 def _export_conv_bn(layer: ConvBNAct, in_channels: int) -> ConvBNAct:
@@ -186,4 +219,10 @@ def _export_block(block: InvertedResidual, width_in: int) -> InvertedResidual:
     if block.se is not None:
         reduce = block.se.reduce.export(mid)
         se = SqueezeExcite(reduce, block.se.expand.export(reduce.out_channels))
-    return InvertedResidual(expand, depthwise, se, _export_conv_bn(block.project, mid), block.stride)
+    project = _export_conv_bn(block.project, mid)
+    shortcut = None
+    if block.shortcut is not None:
+        width = project.conv.out_channels
+        conv = block.shortcut.conv.export(width_in) if width != width_in else None
+        shortcut = StageShortcut(block.shortcut.stride, conv)
+    return InvertedResidual(expand, depthwise, se, project, block.stride, shortcut)

@@ -42,12 +42,19 @@ def configure_trainable(model: nn.Module, config: TrainConfig) -> list[nn.Parame
 
 
 def zero_init_residual_gamma(model: nn.Module) -> int:
-    """BigNAS: the last BN gamma of every residual branch starts at zero. Returns how many."""
+    """BigNAS: the last BN gamma of every residual branch starts at zero. Returns how many.
+
+    A residual branch is every block after a stage's first (they keep their input shape), and
+    a stage's first block where it has a stage-transition shortcut (``stage_skip`` spaces).
+    A first block without one is left alone: it is residual only for children whose widths
+    happen to match, and a zero gamma would cut the signal of every other child.
+    """
     count = 0
     for stage in getattr(model, "stages", []):
-        for block in list(stage)[1:]:  # blocks after the first always keep their input shape
-            nn.init.zeros_(block.project.bn.weight)
-            count += 1
+        for j, block in enumerate(stage):
+            if j > 0 or getattr(block, "shortcut", None) is not None:
+                nn.init.zeros_(block.project.bn.weight)
+                count += 1
     return count
 
 

@@ -23,6 +23,7 @@ from raynas.bpe import (
     prune_decision,
     read_trials,
     run_bpe,
+    trial_config,
     trial_objectives,
 )
 from raynas.bpe.mip import best_value, round_searcher, write_round
@@ -109,6 +110,46 @@ def test_cli_reports_bpe_file_errors(tmp_path, capsys):
     path = write(tmp_path, GOOD.replace("[1, 2]", "[2, 1]"))
     assert main(["bpe", str(path), "--reference", str(tmp_path / "ref.csv"), "--out", str(tmp_path / "out")]) == 2
     assert "raynas bpe: error: bad_bpe.yaml: hyperparameters.epochs: choices must be strictly increasing" in capsys.readouterr().err
+
+
+# --- supernet sampling and the BN indicator's depth rule -----------------------------------------
+def _task(bpe, tmp_path, **options):
+    space = bpe.target_space
+    archs = (space.min(), space.max())
+    reference = Reference(space.name, archs, tuple(space.key(a) for a in archs), (0.1, 0.2))
+    return ProxyTask(bpe, reference, str(tmp_path / "runs"), **options)
+
+
+def test_sampling_and_depth_rule_default_per_family_and_explicit_values_win(tmp_path):
+    tiny = load_bpe_space(write(tmp_path, GOOD))
+    nb201 = load_bpe_space(write(tmp_path, GOOD.replace("target_space: tiny", "target_space: nb201"), "nb.yaml"))
+    assert (_task(tiny, tmp_path).sampling, _task(tiny, tmp_path).depth_rule) == ("sandwich", "mean")
+    assert (_task(nb201, tmp_path).sampling, _task(nb201, tmp_path).depth_rule) == ("uniform", "sum")
+    chosen = _task(tiny, tmp_path, sampling="uniform", depth_rule="sum")
+    assert (chosen.sampling, chosen.depth_rule) == ("uniform", "sum")
+    from_file = load_bpe_space(write(tmp_path, GOOD + "train: {sampling: uniform}\n", "file.yaml"))
+    assert _task(from_file, tmp_path).sampling == "uniform"
+    assert _task(from_file, tmp_path, sampling="sandwich").sampling == "sandwich"
+
+
+def test_sandwich_size_counts_the_children_of_either_sampling(tmp_path):
+    bpe = load_bpe_space(write(tmp_path, GOOD))
+    setting = {**bpe.fixed, "epochs": 1, "batch_size": 64, "sandwich_size": 3}
+    sandwich, uniform = (trial_config(bpe, setting, 1000, s) for s in ("sandwich", "uniform"))
+    assert (sandwich.sampling, sandwich.num_random) == ("sandwich", 1)
+    assert (uniform.sampling, uniform.num_random) == ("uniform", 3)
+    assert trial_config(bpe, {**setting, "sandwich_size": 2}, 1000, "uniform").num_random == 2
+
+
+def test_bad_sampling_or_depth_rule_fails_before_any_trial(tmp_path):
+    bpe = load_bpe_space(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match=r"unknown sampling 'random'; valid samplings: \['sandwich', 'uniform'\]"):
+        _task(bpe, tmp_path, sampling="random")
+    with pytest.raises(ConfigError, match=r"unknown depth_rule 'median'; valid depth rules: \['sum', 'mean'\]"):
+        _task(bpe, tmp_path, depth_rule="median")
+    _reference_rows(bpe.target_space).to_csv(tmp_path / "ref.csv", index=False)
+    with pytest.raises(ConfigError, match="unknown depth_rule 'median'"):
+        run_bpe(bpe, tmp_path / "ref.csv", tmp_path / "out", depth_rule="median", verbose=False)
 
 
 # --- proxy transforms -------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Fixtures shared by the search tests: a briefly trained tiny supernet and one evaluator actor."""
 
+import random
+
+import optuna
 import pytest
 
 from raynas.data import load_data
@@ -21,3 +24,26 @@ def pool(trained):
     with EvaluatorPool(trained, load_data("digits"), PoolConfig(num_actors=1, num_cpus=0.5,
                                                                 calibration=CalibrationConfig(images=64))) as p:
         yield p
+
+
+class RepeatingSampler(optuna.samplers.BaseSampler):
+    """Proposes only ``k`` distinct architectures: trial n gets the one of ``n % k`` (a seeded draw)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        choices = param_distribution.choices
+        return choices[random.Random(f"{trial.number % self.k}:{param_name}").randrange(len(choices))]
+
+
+@pytest.fixture
+def repeating_sampler():
+    """A factory of samplers that propose repeats, in batches and across them."""
+    return RepeatingSampler

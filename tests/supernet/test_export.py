@@ -1,5 +1,6 @@
 """Exported children equal the supernet with that child active, and cost what the model says."""
 
+import json
 import random
 
 import pytest
@@ -7,9 +8,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from raynas.cost import CostModel
+from raynas.errors import ConfigError
 from raynas.space import load_space, shipped_spaces
-from raynas.supernet import BATCHNORMS, build_supernet, load_child, save_child
+from raynas.supernet import BATCHNORMS, ChildRecord, build_supernet, load_child, read_child_record, save_child
+from raynas.supernet.export import write_child
 from raynas.supernet.mobilenet import BN_LAYOUTS
+from raynas.train import DataInfo
 
 # Input size for the equality check; large spaces run at a reduced resolution to keep the test fast.
 TEST_RESOLUTION = {"bignas_imagenet": 48, "ofa_mbv3": 48}
@@ -137,3 +141,78 @@ def test_active_child_is_scoped_and_restored(cifar_net):
         with pytest.raises(RuntimeError, match="already active"):
             with cifar_net.activated(space.max()):
                 pass
+
+
+# --- the shipped folder (raynas-child/2) ------------------------------------------------------
+DIGITS = DataInfo("digits", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.375,), hflip=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    net = build_supernet(load_space("tiny"), num_classes=10, in_channels=1, seed=4)
+    randomise_bn(net, seed=5)
+    return net.eval()
+
+
+def test_saved_child_with_data_is_a_complete_folder_that_matches_the_supernet(tiny_net, tmp_path):
+    space = tiny_net.space
+    arch = space.sample(7)
+    out = save_child(tiny_net, arch, tmp_path / "child", data=DIGITS, metrics={"accuracy": 0.5, "split": "val"})
+    assert {p.name for p in out.iterdir()} == {"arch.json", "weights.pt", "metrics.json", "model.ts", "model.pt2"}
+    record = json.loads((out / "arch.json").read_text())
+    assert record["format"] == "raynas-child/2" and record["arch"] == space.key(arch)
+    assert record["preprocessing"] == {"mean": [0.3], "std": [0.375], "resolution": arch["resolution"],
+                                       "in_channels": 1, "interpolation": "bilinear", "antialias": True,
+                                       "input_scale": "uint8/255"}
+    assert record["metrics"] == json.loads((out / "metrics.json").read_text()) == {"accuracy": 0.5, "split": "val"}
+    assert (record["num_classes"], record["bn_layout"]) == (10, "private")
+    child, loaded_arch, _ = load_child(out)
+    x = torch.randn(3, 1, arch["resolution"], arch["resolution"])
+    with torch.no_grad(), tiny_net.activated(arch):
+        assert loaded_arch == arch and torch.equal(child(x), tiny_net(x))
+
+
+def test_rewriting_a_folder_leaves_no_stale_programs(tiny_net, tmp_path):
+    space = tiny_net.space
+    save_child(tiny_net, space.max(), tmp_path / "child", data=DIGITS)
+    save_child(tiny_net, space.min(), tmp_path / "child")  # no data: no programs
+    assert not (tmp_path / "child" / "model.ts").exists() and not (tmp_path / "child" / "model.pt2").exists()
+    assert read_child_record(tmp_path / "child").preprocessing is None
+    assert load_child(tmp_path / "child")[1] == space.min()
+
+
+def test_version_1_folder_still_loads(tiny_net, tmp_path):
+    space = tiny_net.space
+    arch = space.sample(3)
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    torch.save(tiny_net.export(arch).state_dict(), folder / "weights.pt")
+    (folder / "arch.json").write_text(json.dumps({
+        "format": "raynas-child/1", "space": space.definition, "space_name": space.name, "arch": space.key(arch),
+        "dims": arch.to_dict(), "resolution": space.resolution(arch), "num_classes": 10, "in_channels": 1,
+        "bn_layout": "private"}))
+    child, loaded_arch, _ = load_child(folder)
+    x = torch.randn(2, 1, arch["resolution"], arch["resolution"])
+    with torch.no_grad():
+        assert loaded_arch == arch and torch.equal(child(x), tiny_net(x, arch))
+    record = read_child_record(folder)
+    assert record.format == "raynas-child/1" and record.preprocessing is None and record.metrics == {}
+
+
+def test_bad_child_folders_are_clear_errors(tiny_net, tmp_path):
+    with pytest.raises(ConfigError, match="child folder .*missing.* does not exist"):
+        load_child(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="is not a raynas child folder: arch.json is missing"):
+        load_child(tmp_path)
+    (tmp_path / "arch.json").write_text(json.dumps({"format": "raynas-child/9"}))
+    with pytest.raises(ConfigError, match=r"format must be one of \['raynas-child/1', 'raynas-child/2'\], got 'raynas-child/9'"):
+        load_child(tmp_path)
+    space = tiny_net.space
+    record = ChildRecord.of(space, space.min(), num_classes=10, in_channels=1, bn_layout="private", data=DIGITS)
+    with pytest.raises(ConfigError, match="weights must match the recorded architecture"):
+        write_child(tmp_path / "wrong", tiny_net.export(space.max()), record)
+    assert not (tmp_path / "wrong" / "arch.json").exists()
+    with pytest.raises(ConfigError, match="metrics must be JSON-serialisable"):
+        save_child(tiny_net, space.min(), tmp_path / "bad_metrics", metrics={"model": object()})
+    with pytest.raises(ConfigError, match=r"one value per input channel \(1\), got mean=\[0.1, 0.2, 0.3\]"):
+        save_child(tiny_net, space.min(), tmp_path / "x", data=DataInfo("d", 10, 1, 8, (0.1, 0.2, 0.3), (1, 1, 1)))

@@ -7,7 +7,10 @@ from raynas.data import load_data, to_model_input
 from raynas.errors import ConfigError, TrainingError
 from raynas.space import load_space
 from raynas.supernet import BATCHNORMS, build_supernet
+from raynas.supernet.mobilenet import with_stage_skip
 from raynas.train import TrainConfig, sandwich_members, sandwich_step
+from raynas.train.config import bignas_recipe
+from raynas.train.loop import build_model
 from raynas.train.modes import configure_trainable, lr_factor, make_optimizer, zero_init_residual_gamma
 
 
@@ -16,8 +19,8 @@ def digits():
     return load_data("digits")
 
 
-def run_steps(config, data, steps=4, space_name="tiny"):
-    space = load_space(space_name)
+def run_steps(config, data, steps=4, space_name="tiny", space=None):
+    space = space or load_space(space_name)
     net = build_supernet(space, data.num_classes, data.channels, seed=config.seed, bn_layout=config.bn_layout)
     if config.mode == "full":
         zero_init_residual_gamma(net)
@@ -89,7 +92,53 @@ def test_full_mode_zero_inits_residual_gammas_and_bn_only_starts_at_one():
     net = build_supernet(load_space("tiny"), 10)
     assert all(float(m.weight.detach().min()) == 1.0 for m in net.modules() if isinstance(m, BATCHNORMS))
     assert zero_init_residual_gamma(net) == 2
-    assert float(net.stages[0][1].project.bn.weight.abs().max()) == 0.0
+    assert float(net.stages[0][1].project.bn.weight.detach().abs().max()) == 0.0
+
+
+def test_stage_skip_makes_every_first_block_residual_and_zero_inits_it():
+    net = build_supernet(with_stage_skip(load_space("tiny")), 10)
+    assert zero_init_residual_gamma(net) == 4
+    assert all(float(block.project.bn.weight.detach().abs().max()) == 0.0 for stage in net.stages for block in stage)
+
+
+@pytest.mark.parametrize("stage_skip", [False, True])
+def test_the_training_loop_zero_inits_in_full_mode_only(stage_skip):
+    space = with_stage_skip(load_space("tiny"), stage_skip)
+    loop_config = {"space": space.definition, "space_name": space.name}
+    info = {"num_classes": 10, "in_channels": 1}
+    gammas = {}
+    for mode in ("bn_only", "full"):
+        model, _ = build_model(loop_config, TrainConfig(mode=mode), info)
+        gammas[mode] = [float(b.project.bn.weight.detach().abs().max()) for stage in model.stages for b in stage]
+    assert gammas["bn_only"] == [1.0] * 4
+    assert gammas["full"] == ([0.0] * 4 if stage_skip else [1.0, 0.0, 1.0, 0.0])
+
+
+def test_full_mode_with_stage_skip_trains_the_shortcuts(digits):
+    space = with_stage_skip(load_space("tiny"))
+    net, before, _ = run_steps(bignas_recipe(1, lr=0.1), digits, steps=3, space=space)
+    shortcut = {n: p for n, p in net.named_parameters() if "shortcut" in n}
+    assert sorted(shortcut) == ["stages.0.0.shortcut.conv.weight", "stages.1.0.shortcut.conv.weight"]
+    assert not any(torch.equal(p, before[n]) for n, p in shortcut.items())
+
+
+def test_bignas_recipe_defaults_and_overrides():
+    config = bignas_recipe(30)
+    assert (config.mode, config.sampling, config.num_random, config.bn_layout) == ("full", "sandwich", 2, "shared")
+    assert (config.schedule, config.final_lr_fraction, config.weight_decay, config.lr) == ("exp_decay_const", 0.05, 1e-5, 0.1)
+    assert config.warmup_epochs == pytest.approx(1.5)
+    steps = 100  # per epoch
+    floor_step = int((config.warmup_epochs + 2 / 3 * (config.epochs - config.warmup_epochs)) * steps)
+    assert lr_factor(floor_step - 50, steps, config) > 0.05
+    assert lr_factor(floor_step + 1, steps, config) == pytest.approx(0.05)
+    assert lr_factor(30 * steps - 1, steps, config) == pytest.approx(0.05)
+    assert bignas_recipe(400).warmup_epochs == 5.0
+    assert bignas_recipe(10, batch_size=128).lr == pytest.approx(0.2)
+    assert bignas_recipe(10, lr=0.05, train_images=256).lr == 0.05
+    with pytest.raises(ConfigError, match=r"unknown training config key\(s\) \['dropout'\]"):
+        bignas_recipe(10, dropout=0.2)
+    with pytest.raises(ConfigError, match="epochs must be >= 1, got 0"):
+        bignas_recipe(0)
 
 
 def test_trainable_classifier_option(digits):

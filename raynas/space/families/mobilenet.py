@@ -20,7 +20,7 @@ from raynas.space.dimension import Choice, Dimension
 from raynas.space.reader import Node
 
 ACTIVATIONS = ("relu", "hswish")
-FAMILY_KEYS = ("resolution", "stem", "stages", "head", "dropout")
+FAMILY_KEYS = ("resolution", "stem", "stages", "head", "dropout", "stage_skip")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class MobileNetSpec:
     stages: tuple[StageSpec, ...]
     head: HeadSpec
     dropout: float
+    stage_skip: bool = False
+    """BigNAS's skip connection at stage transitions: the first block of every stage gets a
+    shortcut (2x2 average pooling where it strides, a 1x1 conv where channels differ)."""
 
     @classmethod
     def parse(cls, root: Node) -> "MobileNetSpec":
@@ -84,6 +87,7 @@ class MobileNetSpec:
                 act=head.get("act", "relu").one_of(ACTIVATIONS),
             ),
             dropout=root.get("dropout", 0.0).number(0.0, 0.99),
+            stage_skip=root.get("stage_skip", False).boolean(),
         )
 
     # --- dimensions ---------------------------------------------------------------------
