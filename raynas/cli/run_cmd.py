@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,12 +19,16 @@ from raynas.cli.common import add_address
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
 from raynas.data import DataSplits, load_data
 from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
-from raynas.protocol.main_job import bignas_finals, bnnas_finals, cost_objective, default_recipe, parse_targets
+from raynas.protocol.main_job import (
+    bignas_finals, bnnas_finals, cost_objective, default_recipe, parse_targets, resolve_targets,
+)
 from raynas.protocol.plot import plot_main_job
 from raynas.ray_env import ensure_ray
 from raynas.results import ResultStore
 from raynas.results.report import RunDir, load_report, write_report
+from raynas.search.costs import CheapObjectives
 from raynas.search.recipes import default_sampling
+from raynas.search.study import record_stage
 from raynas.space import load_space
 from raynas.supernet.mobilenet import with_stage_skip
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
@@ -73,13 +78,16 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     space = load_space(args.space)
     search = search_config(args)
-    targets = parse_targets(args.targets, search.parsed_constraints, cost_objective(search.objectives))
+    cost_name = cost_objective(search.objectives)
+    targets = parse_targets(args.targets, search.parsed_constraints, cost_name)
     run = RunDir(args.out)
     if (run.root / SUMMARY_FILE).exists():
         return _show_finished(run)
-    ensure_ray(args.address)
     data = load_data(args.data, seed=args.seed) if data is None else data
     recipe = _recipe(args, data)
+    cheap = CheapObjectives(space, data.num_classes, data.channels, latency_table(args))
+    budgets = resolve_targets(targets, cheap, cost_name, search.parsed_constraints, search.seed)
+    ensure_ray(args.address)
     if args.mode == "full" and space.family == "mobilenet":
         space = with_stage_skip(space)  # BigNAS's skip connection at stage transitions
     config = _training(args, space)
@@ -88,20 +96,20 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     trained = train_supernet(space, data, config, Scaling(num_workers=args.workers, use_gpu=args.gpu),
                              out_dir=run.root / "train", name="supernet", address=args.address)
     checkpoint = load_checkpoint(trained.checkpoint)
-    step = (f"coarse-to-fine selection over {cost_objective(search.objectives)} targets" if args.mode == "full" else
+    step = (f"coarse-to-fine selection under {cost_name} budgets {budgets}" if args.mode == "full" else
             f"search {search.trials} children with {search.sampler} over {','.join(search.objectives)}")
     print(f"[raynas] 2/4 {step}")
     pool = pool_config(args, args.seed, space)
     if args.mode == "full":
-        finals, cost_name, cheap = bignas_finals(
-            checkpoint, data, run, pool, targets, cost_objective(search.objectives), search.parsed_constraints,
-            args.perturbations, args.seed, latency_table(args))
+        finals = bignas_finals(checkpoint, data, run, pool, budgets, cheap, cost_name, args.perturbations, args.seed)
     else:
-        finals, cost_name, cheap = bnnas_finals(checkpoint, data, run, pool, search, targets, recipe,
-                                                latency_table(args))
+        finals = bnnas_finals(checkpoint, data, run, pool, search, budgets, cheap, recipe)
     print(f"[raynas] 3/4 test {len(finals)} final model(s) once each on {len(data.test)} held-out images, export")
     store = ResultStore(run.results, space)
     frame = deliver(space, data, finals, cost_name, run.root, store, cheap, config.bn_layout)
+    if args.mode == "bn_only":
+        record_stage(run.root, search.run_id, "test", [{"arch": r["arch"], "test_top1": r["test_top1"],
+                                                         "val_top1": r["val_top1"]} for r in frame.to_dict("records")])
     print("[raynas] 4/4 report")
     summary = json.loads((run.root / SUMMARY_FILE).read_text())
     plot = plot_main_job(store.to_pandas(), cost_name, summary["baselines"], run.report / "final.png")
@@ -125,8 +133,7 @@ def _recipe(args: argparse.Namespace, data):
     recipe = default_recipe(data, gpus=1.0 if args.gpu else 0.0)
     short = recipe.short.replace(epochs=args.short_epochs) if args.short_epochs else recipe.short
     final = recipe.final.replace(epochs=args.final_epochs) if args.final_epochs else recipe.final
-    return type(recipe)(short=short, final=final, per_target=args.per_target,
-                        early_stopping=recipe.early_stopping, gpus_per_trial=recipe.gpus_per_trial)
+    return replace(recipe, short=short, final=final, per_target=args.per_target)
 
 
 def _print_summary(frame: pd.DataFrame, cost_name: str, summary: dict) -> None:

@@ -19,13 +19,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from raynas.data import DataSplits
 from raynas.errors import ConfigError
 from raynas.estimate.calibration import calibrate_bn, calibration_subset
 from raynas.protocol.final import FinalModel
-from raynas.protocol.retraining import RetrainRecipe, final_stage, short_stage
+from raynas.protocol.retraining import FINAL, SHORT, RetrainRecipe, final_stage, short_stage
 from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
 from raynas.results import ResultStore
 from raynas.results.report import RunDir
@@ -33,7 +32,7 @@ from raynas.search import EvaluatorPool, PoolConfig
 from raynas.search.coarse_to_fine import coarse_to_fine
 from raynas.search.costs import CheapObjectives
 from raynas.search.objectives import CHEAP, Constraint
-from raynas.search.study import SearchConfig, search
+from raynas.search.study import SearchConfig, record_stage, search
 from raynas.train import LoadedCheckpoint
 from raynas.train.data_feed import pack_splits
 
@@ -74,15 +73,13 @@ def resolve_targets(spec: int | list[float], cheap: CheapObjectives, cost_name: 
 
 
 def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
-                 search_config: SearchConfig, targets: int | list[float], recipe: RetrainRecipe,
-                 latency_table: Any = None, log=print) -> tuple[list[FinalModel], str, CheapObjectives]:
-    """Search by BN score, then retrain a shortlist per target; returns the final models."""
+                 search_config: SearchConfig, budgets: list[float], cheap: CheapObjectives,
+                 recipe: RetrainRecipe, log=print) -> list[FinalModel]:
+    """Search by BN score, then retrain a shortlist per budget; returns the final models."""
     space = checkpoint.space
     cost_name = cost_objective(search_config.objectives)
-    cheap = CheapObjectives(space, data.num_classes, data.channels, latency_table)
-    budgets = resolve_targets(targets, cheap, cost_name, search_config.parsed_constraints, search_config.seed)
     with EvaluatorPool(checkpoint, data, pool_config) as pool:
-        search(checkpoint, pool, run.root, replace(search_config, top_k=0), latency_table)
+        search(checkpoint, pool, run.root, replace(search_config, top_k=0), cheap.latency_table)
     store = ResultStore(run.results, space)
     table = store.to_pandas()
     scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")]
@@ -97,19 +94,16 @@ def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, po
     winners = short_stage(space, shortlist, packed, recipe, run.root, store, cheap)
     log(f"[raynas] full training of {len(set(winners.values()))} winner(s) for {recipe.final.epochs} epochs")
     retrained = final_stage(space, winners, packed, recipe, run.root, store, cheap)
-    finals = [FinalModel(r.target, r.arch, r.val_accuracy, r.seconds, r.child, f"retrained {r.epochs} epochs")
-              for r in retrained]
-    return finals, cost_name, cheap
+    _record_in_study(run, search_config.run_id, store)
+    return [FinalModel(r.target, r.arch, r.val_accuracy, r.seconds, r.child, f"retrained {r.epochs} epochs")
+            for r in retrained]
 
 
 def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
-                  targets: int | list[float], cost_name: str, constraints: Sequence[Constraint] = (),
-                  perturbations: int = 20, seed: int = 0, latency_table: Any = None,
-                  log=print) -> tuple[list[FinalModel], str, CheapObjectives]:
+                  budgets: list[float], cheap: CheapObjectives, cost_name: str, perturbations: int = 20,
+                  seed: int = 0, log=print) -> list[FinalModel]:
     """Coarse-to-fine selection on the fully trained supernet; winners deploy BN-calibrated."""
     space = checkpoint.space
-    cheap = CheapObjectives(space, data.num_classes, data.channels, latency_table)
-    budgets = resolve_targets(targets, cheap, cost_name, constraints, seed)
     store = ResultStore(run.results, space)
     with EvaluatorPool(checkpoint, data, pool_config) as pool:
         result = coarse_to_fine(space, pool, cheap, budgets, cost_name, perturbations, seed,
@@ -126,7 +120,17 @@ def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, p
         calibrate_bn(supernet, arch, subset.images, data.mean, data.std, pool_config.calibration.batch_size)
         finals.append(FinalModel(winner.target, winner.arch, winner.accuracy, time.perf_counter() - started,
                                  supernet.export(arch).eval(), f"calibrated on {len(subset)} images ({winner.stage})"))
-    return finals, cost_name, cheap
+    return finals
+
+
+def _record_in_study(run: RunDir, run_id: str, store: ResultStore) -> None:
+    """Later-stage accuracies as user attributes of the Optuna study, for optuna-dashboard."""
+    table = store.to_pandas()
+    for stage in (SHORT, FINAL):
+        rows = table[table["evaluator"] == stage]
+        record_stage(run.root, run_id, stage, [{"arch": r["arch"], "val_accuracy": float(r["accuracy"]),
+                                                "epochs": int(r["epochs"]), "seconds": float(r["eval_seconds"])}
+                                               for r in rows.to_dict("records")])
 
 
 def default_recipe(data: DataSplits, gpus: float = 0.0) -> RetrainRecipe:

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from raynas.errors import ConfigError
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
 from raynas.search.costs import CheapObjectives
@@ -34,6 +35,10 @@ class RetrainRecipe:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.per_target < 1:
+            raise ConfigError(f"shortlist size per target must be >= 1, got {self.per_target}")
 
 
 @dataclass
