@@ -68,14 +68,19 @@ def test_programs_run_without_raynas_and_match_it(net, shipped, tmp_path):
         sys.modules["raynas"] = None  # any import of raynas now fails
         import torch
         images = torch.load({str(tmp_path / "images.pt")!r})
-        ts = torch.jit.load({str(folder / "model.ts")!r})
+        extra = {{"arch.json": ""}}
+        ts = torch.jit.load({str(folder / "model.ts")!r}, _extra_files=extra)
         pt2 = torch.export.load({str(folder / "model.pt2")!r}).module()
         with torch.no_grad():
             out = {{k: (ts(x), pt2(x)) for k, x in images.items()}}
-        torch.save(out, {str(tmp_path / "logits.pt")!r})
+        saved = {{"logits": out, "record": extra["arch.json"], "resolution": ts.resolution}}
+        torch.save(saved, {str(tmp_path / "out.pt")!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)
-    logits = torch.load(tmp_path / "logits.pt")
+    saved = torch.load(tmp_path / "out.pt")
+    assert json.loads(saved["record"]) == json.loads((folder / "arch.json").read_text())
+    assert saved["resolution"] == res
+    logits = saved["logits"]
     for name, images in batches.items():
         expected = raynas_logits(net, arch, images)
         for program in logits[name]:
@@ -180,9 +185,10 @@ def test_top_k_exports_the_most_accurate_calibrated_children(search_run, tmp_pat
     assert "exported 2 of the top 2" in capsys.readouterr().out
 
 
-def test_export_one_arch_equals_its_top_k_export(search_run, tmp_path):
-    checkpoint, run, ranked = search_run
-    assert main(["export", str(checkpoint), "--arch", ranked[0], "--calib-images", "64", "--out", str(tmp_path / "one")]) == 0
+def test_export_one_arch_of_a_supernet_checkpoint(search_run, tmp_path):
+    checkpoint, _, ranked = search_run
+    out = tmp_path / "one"
+    assert main(["export", str(checkpoint), "--arch", ranked[0], "--calib-images", "64", "--out", str(out)]) == 0
     record = read_child_record(tmp_path / "one")
     assert record.arch == ranked[0] and record.metrics["checkpoint_id"] == load_checkpoint(checkpoint).checkpoint_id
     assert {"accuracy", "top5", "loss", "calib_images"} <= record.metrics.keys()
@@ -212,7 +218,8 @@ def test_results_without_calibrated_rows_are_refused(search_run, space, tmp_path
     loaded = load_checkpoint(checkpoint)
     ResultStore(tmp_path / "results", space).write_batch(
         [{"run_id": "r", "trial": 0, "arch": space.max(), "status": "ok", "evaluator": "bn_score", "bn_score": 1.0}])
-    with pytest.raises(ConfigError, match=r"must have calibrated rows .*got none among 1 rows; evaluators found: \['bn_score'\]"):
+    rule = r"must have calibrated rows .*got none among 1 rows; evaluators found: \['bn_score'\]"
+    with pytest.raises(ConfigError, match=rule):
         export_top_k(loaded, tmp_path, 3, tmp_path / "out")
     with pytest.raises(ConfigError, match="results .*nothing does not exist"):
         top_calibrated(tmp_path / "nothing", space, 1, loaded.checkpoint_id)

@@ -17,6 +17,7 @@ from raynas.results.report import read_run_metadata
 from raynas.supernet import read_child_record
 from raynas.train import load_checkpoint
 
+SOURCE_KINDS = {"child": "a child folder", "retrained": "a retrained child's checkpoint"}
 LOAD_HINT = "load with raynas.supernet.load_child, or torch.jit.load(model.ts) without raynas"
 
 
@@ -42,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
         return _from_supernet(args, folder)
     if args.top_k is not None or args.arch is not None:
         flag = "--top-k" if args.top_k is not None else "--arch"
-        raise ConfigError(f"{flag} chooses children of a supernet checkpoint; SOURCE {folder} is a {kind} "
-                          f"child already, so drop {flag}")
+        raise ConfigError(f"{flag} chooses children of a supernet checkpoint, but SOURCE {folder} is "
+                          f"{SOURCE_KINDS[kind]}, a single child; drop {flag}")
     out = reship(folder, args.out) if kind == "child" else ship_retrained(folder, args.out)
     record = read_child_record(out)
-    print(f"exported {record.arch} ({kind}) -> {out} ({LOAD_HINT})")
+    print(f"exported {record.arch} from {SOURCE_KINDS[kind]} -> {out} ({LOAD_HINT})")
     return 0
 
 

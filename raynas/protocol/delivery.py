@@ -23,7 +23,8 @@ SUMMARY_FILE = "final.json"
 
 
 def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], cost_name: str, run_dir: Path,
-            store: ResultStore, cheap: CheapObjectives, bn_layout: str) -> pd.DataFrame:
+            store: ResultStore, cheap: CheapObjectives, bn_layout: str,
+            stage_seconds: dict[str, float] | None = None) -> pd.DataFrame:
     """Measure every final model on the test split once, export it, record it; returns the table."""
     test = TestSplit(data)
     info = DataInfo(data.name, data.num_classes, data.channels, data.image_size, data.mean, data.std, data.hflip)
@@ -47,7 +48,7 @@ def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], 
     frame = pd.DataFrame(table)
     baseline = logistic_regression_baseline(data)
     summary = {"cost": cost_name, "models": table, "baselines": [baseline] if baseline else [],
-               "test_reads": len(test.reads), "test_images": len(data.test)}
+               "test_reads": len(test.reads), "test_images": len(data.test), "stage_seconds": stage_seconds or {}}
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float))
     return frame
 

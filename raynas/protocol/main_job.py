@@ -27,7 +27,7 @@ from raynas.protocol.final import FinalModel
 from raynas.protocol.retraining import FINAL, SHORT, RetrainRecipe, final_stage, short_stage
 from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
 from raynas.results import ResultStore
-from raynas.results.report import RunDir
+from raynas.results.report import RunDir, write_run_metadata
 from raynas.search import EvaluatorPool, PoolConfig
 from raynas.search.coarse_to_fine import coarse_to_fine
 from raynas.search.costs import CheapObjectives
@@ -105,6 +105,10 @@ def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, p
     """Coarse-to-fine selection on the fully trained supernet; winners deploy BN-calibrated."""
     space = checkpoint.space
     store = ResultStore(run.results, space)
+    write_run_metadata(run.root, space, run_id="coarse_to_fine", checkpoint=str(checkpoint.path),
+                       checkpoint_id=checkpoint.checkpoint_id, data=checkpoint.data.to_dict(),
+                       num_classes=checkpoint.data.num_classes,
+                       selection={"cost": cost_name, "budgets": budgets, "perturbations": perturbations, "seed": seed})
     with EvaluatorPool(checkpoint, data, pool_config) as pool:
         result = coarse_to_fine(space, pool, cheap, budgets, cost_name, perturbations, seed,
                                 checkpoint_id=checkpoint.checkpoint_id)

@@ -29,16 +29,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from raynas.errors import ConfigError
+from raynas.search.objectives import CHEAP
 from raynas.space import Arch, SearchSpace
 
 logger = logging.getLogger(__name__)
 
 CostsFn = Callable[[list[Arch]], Mapping[str, np.ndarray]]
 """Cheap objectives of a batch of children, e.g. ``raynas.search.costs.CheapObjectives``."""
-COST_NAMES = ("flops", "params", "latency_ms")
 LEVELS = ("min", "mid", "max")
 GRID = "grid"
 PERTURB = "perturb"
+PERTURB_TRIES = 50
+"""Batches of ``perturbations`` candidates drawn per target before giving up on finding more."""
 
 
 class CalibratingPool(Protocol):
@@ -158,7 +160,7 @@ def _perturbations(
 ) -> list[Arch]:
     """Up to ``count`` new children near ``center`` whose cost fits ``limit``, none in ``seen``."""
     found: list[Arch] = []
-    for _ in range(max(1, count) * 50):  # tries: a small space may have fewer new neighbours
+    for _ in range(PERTURB_TRIES):  # batches of tries: a small space may have fewer new neighbours
         if len(found) == count:
             break
         batch = [perturb(space, center, rng, max_changes) for _ in range(count)]
@@ -189,8 +191,8 @@ def cost_targets(
 
 
 def _cost_column(costs_fn: CostsFn, archs: list[Arch], cost_name: str) -> np.ndarray:
-    if cost_name not in COST_NAMES:
-        raise ConfigError(f"unknown cost {cost_name!r}; valid costs: {list(COST_NAMES)}")
+    if cost_name not in CHEAP:
+        raise ConfigError(f"unknown cost {cost_name!r}; valid costs: {list(CHEAP)}")
     values = costs_fn(archs)
     if cost_name not in values:
         raise ConfigError(f"cost {cost_name!r} is not computed here (available: {sorted(values)}); "
@@ -216,9 +218,10 @@ def coarse_to_fine(
     """Pick the most accurate child per cost target: a calibrated grid, then perturbations.
 
     ``targets`` are budgets on ``cost_name`` ("flops", "params" or "latency_ms", as
-    ``costs_fn`` returns them). The grid always holds the smallest child; a target below the
-    cheapest grid child raises ``ConfigError`` naming that child's cost. Grid children above the largest target are not evaluated and come back
-    as ``status="infeasible"`` rows.
+    ``costs_fn`` returns them). The grid always holds the smallest child; a target below its
+    cost raises ``ConfigError`` naming it. Grid children above the largest target are not
+    evaluated and come back as ``status="infeasible"`` rows. ``perturbations`` is per target;
+    fewer come back when the neighbourhood within the budget runs out of new children.
     """
     if perturbations < 0 or max_changes < 1:
         raise ConfigError(f"perturbations must be >= 0 and max_changes >= 1, got {perturbations}, {max_changes}")
@@ -241,7 +244,8 @@ def coarse_to_fine(
     fine: list[Arch] = []
     for index, (budget, center) in enumerate(zip(budgets, centers)):
         rng = random.Random(f"{seed}:{index}")
-        fine += _perturbations(space, space.arch(center["arch"]), budget, cost_of, perturbations, seen, rng, max_changes)
+        center_arch = space.arch(center["arch"])
+        fine += _perturbations(space, center_arch, budget, cost_of, perturbations, seen, rng, max_changes)
     log.evaluate(pool, fine, PERTURB)
     winners = tuple(_winner(budget, log.best(budget), cost_name) for budget in budgets)
     return CoarseToFineResult(cost_name, winners, tuple(log.rows), len(grid))
@@ -276,7 +280,7 @@ class _RunLog:
         costs = self.costs_fn(archs) if archs else {}
         return [{**self.common, "trial": len(self.rows) + i, "arch": self.space.key(arch),
                  "sampler": f"coarse_to_fine:{stage}",
-                 **{name: _plain(costs[name][i]) for name in COST_NAMES if name in costs}}
+                 **{name: _plain(costs[name][i]) for name in CHEAP if name in costs}}
                 for i, arch in enumerate(archs)]
 
     def skip(self, archs: list[Arch], stage: str) -> None:

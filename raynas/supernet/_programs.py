@@ -50,7 +50,7 @@ class PreprocessedChild(nn.Module):
         if images.dim() != 4 or images.shape[1] != self.in_channels:
             raise ValueError(f"images must be shaped (N, {self.in_channels}, H, W), got {list(images.shape)}")
         if not images.is_floating_point():
-            raise ValueError(f"images must be float in [0, 1] (uint8 / 255), got a tensor of another dtype")
+            raise ValueError("images must be float in [0, 1] (uint8 / 255), got a tensor of another dtype")
         x = (images.float() - self.mean) / self.std
         size = [self.resolution, self.resolution]
         return self.child(F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True))

@@ -128,11 +128,6 @@ class ChildRecord:
         space = space_from_dict(dict(self.space), source=source, default_name=self.space_name)
         return space, space.arch(dict(self.dims))
 
-    def skeleton(self, source: str = "<record>") -> nn.Module:
-        """A child of this record's shape (eval, CPU), with untrained weights."""
-        space, arch = self.space_and_arch(source)
-        return build_supernet(space, self.num_classes, self.in_channels, bn_layout=self.bn_layout).export(arch).eval()
-
 
 def save_child(
     supernet: Supernet, arch: Arch, out_dir: str | os.PathLike[str],
@@ -158,12 +153,13 @@ def write_child(out_dir: str | os.PathLike[str], child: nn.Module, record: Child
     """
     record = replace(record, format=FORMAT)
     metrics_text = _json_text(record.metrics, "metrics")
-    reference = record.skeleton()
+    reference = _skeleton(record, *record.space_and_arch())
     _load_weights(reference, child.state_dict(), f"the child of {record.arch!r}")
+    record_text = _json_text(record.to_dict(), "record")
     writers: dict[str, Callable[[BinaryIO], None]] = {}
     if record.preprocessing is not None:
         p = record.preprocessing
-        writers = build_programs(reference, p.mean, p.std, p.resolution, {ARCH_FILE: _json_text(record.to_dict(), "record")})
+        writers = build_programs(reference, p.mean, p.std, p.resolution, {ARCH_FILE: record_text})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / ARCH_FILE).unlink(missing_ok=True)
@@ -173,7 +169,7 @@ def write_child(out_dir: str | os.PathLike[str], child: nn.Module, record: Child
     for name, write in writers.items():
         _replace(out / name, write)
     _replace(out / METRICS_FILE, lambda f: f.write(metrics_text.encode()))
-    _replace(out / ARCH_FILE, lambda f: f.write(_json_text(record.to_dict(), "record").encode()))
+    _replace(out / ARCH_FILE, lambda f: f.write(record_text.encode()))
     return out
 
 
@@ -199,7 +195,7 @@ def load_child(path: str | os.PathLike[str]) -> tuple[nn.Module, Arch, SearchSpa
     space, arch = record.space_and_arch(source)
     if not (folder / WEIGHTS_FILE).is_file():
         raise ConfigError(f"{folder} is not a complete child folder: {WEIGHTS_FILE} is missing")
-    child = record.skeleton(source)
+    child = _skeleton(record, space, arch)
     _load_weights(child, torch.load(folder / WEIGHTS_FILE, weights_only=True), str(folder / WEIGHTS_FILE))
     return child, arch, space
 
@@ -207,6 +203,11 @@ def load_child(path: str | os.PathLike[str]) -> tuple[nn.Module, Arch, SearchSpa
 def with_preprocessing(child: nn.Module, preprocessing: Preprocessing) -> nn.Module:
     """``child`` behind its preprocessing: float images in [0, 1] of any size -> logits."""
     return PreprocessedChild(child, preprocessing.mean, preprocessing.std, preprocessing.resolution).eval()
+
+
+def _skeleton(record: ChildRecord, space: SearchSpace, arch: Arch) -> nn.Module:
+    """A child of the record's shape (eval, CPU), with untrained weights."""
+    return build_supernet(space, record.num_classes, record.in_channels, bn_layout=record.bn_layout).export(arch).eval()
 
 
 def _load_weights(child: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
@@ -222,7 +223,8 @@ def _json_text(values: Mapping[str, Any], what: str) -> str:
     try:
         return json.dumps(values, indent=2) + "\n"
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{what} must be JSON-serialisable (str keys; numbers, strings, lists, dicts): {err}") from None
+        raise ConfigError(f"{what} must be JSON-serialisable (str keys; numbers, strings, lists, dicts): "
+                          f"{err}") from None
 
 
 def _replace(path: Path, write: Callable[[BinaryIO], Any]) -> None:

@@ -78,7 +78,8 @@ class MobileNetSupernet(Supernet):
             blocks = nn.ModuleList()
             for j in range(stage.max_depth):
                 shortcut = _elastic_shortcut(stage, widths_in) if spec.stage_skip and j == 0 else None
-                blocks.append(self._elastic_block(stage, width_in if j == 0 else stage.width[-1], j, slots.count, shortcut))
+                max_in = width_in if j == 0 else stage.width[-1]
+                blocks.append(self._elastic_block(stage, max_in, j, slots.count, shortcut))
             self.stages.append(blocks)
             width_in, widths_in = stage.width[-1], stage.width
         head_max = spec.head.width[-1]
@@ -184,9 +185,20 @@ def _activate_block(block: InvertedResidual, width_in: int, width: int, kernel: 
 
 
 def _elastic_shortcut(stage: StageSpec, widths_in: tuple[int, ...]) -> StageShortcut:
-    """A stage's first-block shortcut; it owns a 1x1 conv only if some child changes channels."""
+    """A stage's first-block shortcut; it owns a 1x1 conv only if some child changes channels.
+
+    The conv starts as the identity on the channels it keeps (output c copies input c; extra
+    output channels start at zero), so with the residual gammas at zero a BigNAS supernet
+    starts as an identity mapping through every stage, as the paper intends.
+    """
     same_width = len(widths_in) == 1 and widths_in == stage.width
-    conv = None if same_width else ElasticConv2d(widths_in[-1], stage.width[-1], 1)
+    if same_width:
+        return StageShortcut(stage.stride, None)
+    conv = ElasticConv2d(widths_in[-1], stage.width[-1], 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        kept = min(conv.weight.shape[:2])
+        conv.weight[torch.arange(kept), torch.arange(kept)] = 1.0
     return StageShortcut(stage.stride, conv)
 
 

@@ -93,8 +93,9 @@ def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 # --- the BigNAS full-mode recipe -----------------------------------------------------------
-BIGNAS_LR_AT_64 = 0.1
-"""Base learning rate at batch 64; ``bignas_recipe`` scales it linearly with the batch size."""
+BIGNAS_LR = 0.4
+"""SGD learning rate of ``bignas_recipe`` for short CPU runs (batch 64). Measured on tiny/digits,
+4 epochs, stage skip off, one seed: max-child val accuracy 0.53 at lr 0.1, 0.91 at 0.4, 0.87 at 1.0."""
 BIGNAS_DECAY_RATE = 0.97
 BIGNAS_FINAL_LR_FRACTION = 0.05
 BIGNAS_FLOOR_AT = 2 / 3
@@ -128,9 +129,10 @@ def bignas_recipe(epochs: int, lr: float | None = None, **overrides: Any) -> Tra
       ``sandwich_step`` switches it off for every child but the largest. No label smoothing.
     - **Shared BN** (``bn_layout="shared"``): top-n BN shared by every kernel and expand
       choice, as in BigNAS; children are BN-calibrated before evaluation.
-    - **Optimiser**: SGD with Nesterov momentum 0.9, lr ``0.1 * batch_size / 64`` unless
-      ``lr`` is given (the linear scaling rule of large-batch training); gradient-norm clipping
-      at 5 guards short CPU runs against a bad first step (not in the paper).
+    - **Optimiser**: SGD with Nesterov momentum 0.9 at batch 64, lr 0.4 unless ``lr`` is
+      given (``BIGNAS_LR``: the paper's rates are for ImageNet-sized batches and hundreds of
+      epochs and do not transfer to a few CPU epochs, so this one is measured); gradient-norm clipping at 5 guards short runs
+      against a bad first step (not in the paper).
 
     ``overrides`` replace any field (unknown names raise ``ConfigError``), for example
     ``train_images=256`` or ``batch_size=128``.
@@ -139,10 +141,8 @@ def bignas_recipe(epochs: int, lr: float | None = None, **overrides: Any) -> Tra
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     warmup = min(BIGNAS_MAX_WARMUP_EPOCHS, BIGNAS_WARMUP_FRACTION * epochs)
     steps_to_floor = math.log(BIGNAS_FINAL_LR_FRACTION) / math.log(BIGNAS_DECAY_RATE)
-    batch_size = int(overrides.get("batch_size", TrainConfig.batch_size))
     values: dict[str, Any] = {
-        "mode": "full", "epochs": epochs, "batch_size": batch_size,
-        "lr": BIGNAS_LR_AT_64 * batch_size / 64 if lr is None else lr,
+        "mode": "full", "epochs": epochs, "batch_size": 64, "lr": BIGNAS_LR if lr is None else lr,
         "momentum": 0.9, "nesterov": True, "weight_decay": 1e-5, "label_smoothing": 0.0,
         "warmup_epochs": warmup, "schedule": "exp_decay_const", "decay_rate": BIGNAS_DECAY_RATE,
         "decay_epochs": BIGNAS_FLOOR_AT * (epochs - warmup) / steps_to_floor,

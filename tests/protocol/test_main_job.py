@@ -5,6 +5,7 @@ to workers or actors), deduplication, the exported models (raynas, TorchScript) 
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -92,3 +93,19 @@ def test_a_finished_run_is_not_tested_again(finished_run, capsys):
 def test_bad_options_get_one_line_errors(ray_local, tmp_path, capsys, flags, message):
     assert main(["run", *SMALL, *flags, "--out", str(tmp_path / "bad")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bignas_mode_deploys_calibrated_children_without_retraining(ray_local, tmp_path):
+    out = tmp_path / "bignas"
+    assert main(["run", *SMALL, "--mode", "full", "--perturbations", "3", "--out", str(out)]) == 0
+    summary = json.loads((out / "final.json").read_text())
+    assert len(summary["models"]) == 2 and summary["test_reads"] == 2
+    rows = pd.read_parquet(out / "results")
+    assert not rows["evaluator"].isin(["short_train", "final_train"]).any()  # no retraining on this path
+    calibrated = rows[(rows["evaluator"] == "calibrate") & (rows["status"] == "ok")]
+    assert len(calibrated) >= 2 and set(calibrated["split"]) == {"val"} and calibrated["arch"].is_unique
+    record = json.loads(open(f"{summary['models'][0]['model']}/arch.json").read())
+    assert re.fullmatch(r"calibrated on \d+ images \((grid|perturb)\)", record["metrics"]["how"])
+    assert record["space"].get("stage_skip") is True  # BigNAS's stage-transition skips travel with the model
+    child, arch, space = load_child(summary["models"][0]["model"])
+    assert space.key(arch) == summary["models"][0]["arch"]

@@ -205,7 +205,8 @@ def test_bad_child_folders_are_clear_errors(tiny_net, tmp_path):
     with pytest.raises(ConfigError, match="is not a raynas child folder: arch.json is missing"):
         load_child(tmp_path)
     (tmp_path / "arch.json").write_text(json.dumps({"format": "raynas-child/9"}))
-    with pytest.raises(ConfigError, match=r"format must be one of \['raynas-child/1', 'raynas-child/2'\], got 'raynas-child/9'"):
+    rule = r"format must be one of \['raynas-child/1', 'raynas-child/2'\], got 'raynas-child/9'"
+    with pytest.raises(ConfigError, match=rule):
         load_child(tmp_path)
     space = tiny_net.space
     record = ChildRecord.of(space, space.min(), num_classes=10, in_channels=1, bn_layout="private", data=DIGITS)

@@ -13,12 +13,13 @@ from raynas.space import load_space, shipped_spaces, space_from_dict
 from raynas.supernet import BATCHNORMS, build_supernet, load_child, save_child
 from raynas.supernet.blocks import StageShortcut
 from raynas.supernet.mobilenet import with_stage_skip
+from raynas.train.modes import zero_init_residual_gamma
 
 SKIP_SPACES = {"tiny": 10, "mbv3_cifar": 4}  # space -> children checked (kept small: CPU test)
 
 
-def randomise(net: torch.nn.Module, seed: int) -> None:
-    """Non-trivial BN affine parameters and statistics, so every path of the block matters."""
+def randomise(net: torch.nn.Module, seed: int, convs: bool = True) -> None:
+    """Non-trivial BN parameters and statistics and shortcut convs, so every path matters."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
@@ -27,6 +28,8 @@ def randomise(net: torch.nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.5)
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.5)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            if convs and isinstance(m, StageShortcut) and m.conv is not None:  # not the identity it starts as
+                m.conv.weight.copy_(torch.randn(m.conv.weight.shape, generator=gen) * 0.3)
 
 
 def shortcuts(net: torch.nn.Module) -> list[StageShortcut]:
@@ -93,6 +96,19 @@ def test_shortcut_projects_only_where_widths_differ():
     assert net.export(space.max()).blocks[0].shortcut.conv.weight.shape == (16, 12, 1, 1)
 
 
+def test_with_zero_gammas_a_stage_starts_as_an_identity_shortcut():
+    space = with_stage_skip(load_space("tiny"))
+    net = build_supernet(space, 10).eval()
+    zero_init_residual_gamma(net)
+    block = net.stages[0][0]
+    arch = space.max()  # stem 12 channels -> stage 0 width 16, stride 2
+    x = torch.randn(2, 12, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), net.activated(arch):
+        y = block(x)
+    pooled = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.allclose(y[:, :12], pooled, atol=1e-6) and float(y[:, 12:].abs().max()) == 0.0
+
+
 def test_saved_child_loads_with_its_shortcuts(tmp_path):
     space = with_stage_skip(load_space("tiny"))
     net = build_supernet(space, 10, in_channels=1, seed=4)
@@ -113,7 +129,7 @@ def test_bn_indicator_scores_are_unchanged_by_the_shortcut(bn_layout):
     plain, skip = load_space("tiny"), with_stage_skip(load_space("tiny"))
     nets = [build_supernet(s, 10, bn_layout=bn_layout) for s in (plain, skip)]
     for net in nets:
-        randomise(net, seed=7)  # the shortcut adds no BN: both nets draw the same BN values
+        randomise(net, seed=7, convs=False)  # the shortcut adds no BN: both nets draw the same BN values
     archs = [plain.sample(random.Random(i)) for i in range(50)]
     scores = [BNIndicator().fit(net).score(archs) for net in nets]
     assert scores[0].tolist() == scores[1].tolist()

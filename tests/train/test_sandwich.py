@@ -125,7 +125,8 @@ def test_full_mode_with_stage_skip_trains_the_shortcuts(digits):
 def test_bignas_recipe_defaults_and_overrides():
     config = bignas_recipe(30)
     assert (config.mode, config.sampling, config.num_random, config.bn_layout) == ("full", "sandwich", 2, "shared")
-    assert (config.schedule, config.final_lr_fraction, config.weight_decay, config.lr) == ("exp_decay_const", 0.05, 1e-5, 0.1)
+    assert (config.schedule, config.final_lr_fraction) == ("exp_decay_const", 0.05)
+    assert (config.weight_decay, config.lr, config.label_smoothing) == (1e-5, 0.4, 0.0)
     assert config.warmup_epochs == pytest.approx(1.5)
     steps = 100  # per epoch
     floor_step = int((config.warmup_epochs + 2 / 3 * (config.epochs - config.warmup_epochs)) * steps)
@@ -133,7 +134,7 @@ def test_bignas_recipe_defaults_and_overrides():
     assert lr_factor(floor_step + 1, steps, config) == pytest.approx(0.05)
     assert lr_factor(30 * steps - 1, steps, config) == pytest.approx(0.05)
     assert bignas_recipe(400).warmup_epochs == 5.0
-    assert bignas_recipe(10, batch_size=128).lr == pytest.approx(0.2)
+    assert bignas_recipe(10, batch_size=128).batch_size == 128
     assert bignas_recipe(10, lr=0.05, train_images=256).lr == 0.05
     with pytest.raises(ConfigError, match=r"unknown training config key\(s\) \['dropout'\]"):
         bignas_recipe(10, dropout=0.2)
