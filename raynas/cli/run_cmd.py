@@ -18,6 +18,7 @@ from raynas.cli.calibrate_cmd import pool_config
 from raynas.cli.common import add_address
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
 from raynas.data import DataSplits, load_data
+from raynas.errors import ConfigError
 from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
 from raynas.protocol.main_job import (
     bignas_finals, bnnas_finals, cost_objective, default_recipe, parse_targets, resolve_targets,
@@ -153,8 +154,10 @@ def _training(args: argparse.Namespace, space) -> TrainConfig:
 
 def _recipe(args: argparse.Namespace, data):
     recipe = default_recipe(data, gpus=1.0 if args.gpu else 0.0)
-    short = recipe.short.replace(epochs=args.short_epochs) if args.short_epochs else recipe.short
-    final = recipe.final.replace(epochs=args.final_epochs) if args.final_epochs else recipe.final
+    if args.perturbations < 0:
+        raise ConfigError(f"--perturbations must be >= 0, got {args.perturbations}")
+    short = recipe.short if args.short_epochs is None else recipe.short.replace(epochs=args.short_epochs)
+    final = recipe.final if args.final_epochs is None else recipe.final.replace(epochs=args.final_epochs)
     return replace(recipe, short=short, final=final, per_target=args.per_target)
 
 

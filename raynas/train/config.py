@@ -119,10 +119,10 @@ def bignas_recipe(epochs: int, lr: float | None = None, **overrides: Any) -> Tra
       (``raynas.supernet.mobilenet``) or a space file with ``stage_skip: true``.
     - **Exponential decay with a constant ending** after a linear warmup
       (``schedule="exp_decay_const"``): the rate decays by 0.97 per ``decay_epochs`` and stops
-      at 5% of its initial value. At ImageNet scale (EfficientNet's 0.97 every 2.4 epochs over
-      360 epochs) the floor is reached about two thirds of the way through; a short run keeps
-      that shape, so ``decay_epochs`` is chosen to reach the floor at 2/3 of the post-warmup
-      epochs. Warmup is 5% of the run, at most 5 epochs.
+      at 5% of its initial value. With EfficientNet-style constants (0.97 every 2.4 epochs)
+      over an ImageNet run of about 350 epochs the floor comes about two thirds of the way
+      through; a short run keeps that shape, so ``decay_epochs`` is chosen to reach the floor
+      at 2/3 of the post-warmup epochs. Warmup is 5% of the run, at most 5 epochs.
     - **Regularisation on the largest child only**: weight decay 1e-5 on conv and linear
       weights, added once per step, which is the largest child's share (BN and biases get
       none); dropout is the space's ``dropout`` key (tiny: 0, mbv3_cifar: 0.1) and
@@ -131,8 +131,8 @@ def bignas_recipe(epochs: int, lr: float | None = None, **overrides: Any) -> Tra
       choice, as in BigNAS; children are BN-calibrated before evaluation.
     - **Optimiser**: SGD with Nesterov momentum 0.9 at batch 64, lr 0.4 unless ``lr`` is
       given (``BIGNAS_LR``: the paper's rates are for ImageNet-sized batches and hundreds of
-      epochs and do not transfer to a few CPU epochs, so this one is measured); gradient-norm clipping at 5 guards short runs
-      against a bad first step (not in the paper).
+      epochs and do not transfer to a few CPU epochs, so this one is measured). Gradient-norm
+      clipping at 5 guards short runs against a bad first step (not in the paper).
 
     ``overrides`` replace any field (unknown names raise ``ConfigError``), for example
     ``train_images=256`` or ``batch_size=128``.

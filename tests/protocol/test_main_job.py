@@ -89,10 +89,20 @@ def test_a_finished_run_is_not_tested_again(finished_run, capsys):
     (["--targets", "5,1e9"], "cannot be met: the smallest child of tiny has flops="),
     (["--per-target", "0"], "shortlist size per target must be >= 1, got 0"),
     (["--objectives", "bn_score"], "the main job needs a cost objective among"),
+    (["--short-epochs", "0"], "epochs must be >= 1, got 0"),
+    (["--final-epochs", "-2"], "epochs must be >= 1, got -2"),
+    (["--perturbations", "-1"], "--perturbations must be >= 0, got -1"),
+    (["--depth-rule", "median"], "invalid choice: 'median'"),
+    (["--sampling", "random"], "invalid choice: 'random'"),
 ])
 def test_bad_options_get_one_line_errors(ray_local, tmp_path, capsys, flags, message):
-    assert main(["run", *SMALL, *flags, "--out", str(tmp_path / "bad")]) == 2
+    try:
+        code = main(["run", *SMALL, *flags, "--out", str(tmp_path / "bad")])
+    except SystemExit as exit:  # argparse's own choice errors
+        code = exit.code
+    assert code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "train").exists()  # refused before any training
 
 
 def test_bignas_mode_deploys_calibrated_children_without_retraining(ray_local, tmp_path):
