@@ -55,25 +55,22 @@ class Retrained:
 
 def short_stage(space: SearchSpace, shortlist: dict[float, list[str]], packed: dict[str, Any],
                 recipe: RetrainRecipe, run_dir: Path, store: ResultStore, cheap: CheapObjectives) -> dict[float, str]:
-    """Train each target's shortlist briefly (ASHA per target); returns the best arch per target.
+    """Train every target's shortlist briefly, ASHA per target; returns the best arch per target.
 
-    Targets are run one Tune experiment each, so ASHA compares children of one budget with each
-    other: across budgets the larger children would always win the early rungs. Rows already in
-    the store (a resumed run) are not trained again.
+    The best child of a target is the one that went furthest (epochs), then the most accurate.
+    Rows already in the store (a resumed run) are not trained again.
     """
     done = _stored(store, SHORT)
-    for i, (target, archs) in enumerate(sorted(shortlist.items())):
-        todo = [a for a in archs if (target, a) not in done]
-        trained = train_on_tune(space, todo, packed, recipe.short, run_dir / "tune", f"{SHORT}-{i}",
-                                recipe.early_stopping, cpus_per_trial=recipe.cpus_per_trial,
-                                gpus_per_trial=recipe.gpus_per_trial)
-        _write(store, SHORT, target, trained, cheap, space, offset=len(done))
-        done = _stored(store, SHORT)
-    best = {}
-    for target, archs in shortlist.items():
-        ranked = sorted(((done[(target, a)], a) for a in archs), reverse=True)  # (epochs, accuracy) first
-        best[target] = ranked[0][1]
-    return best
+    target_of = {arch: target for target, archs in shortlist.items() for arch in archs}
+    todo = [a for a, t in target_of.items() if (t, a) not in done]
+    trained = train_on_tune(space, todo, packed, recipe.short, run_dir / "tune", SHORT, recipe.early_stopping,
+                            cpus_per_trial=recipe.cpus_per_trial, gpus_per_trial=recipe.gpus_per_trial,
+                            groups=target_of)
+    for target in sorted(shortlist):
+        _write(store, SHORT, target, [t for t in trained if target_of[t.arch] == target], cheap, space,
+               offset=len(_stored(store, SHORT)))
+    done = _stored(store, SHORT)
+    return {target: max(archs, key=lambda a: done[(target, a)]) for target, archs in shortlist.items()}
 
 
 def final_stage(space: SearchSpace, winners: dict[float, str], packed: dict[str, Any], recipe: RetrainRecipe,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from raynas.errors import ConfigError, TrainingError
 from raynas.space import SearchSpace, space_from_dict
@@ -38,6 +38,45 @@ class EarlyStopping:
         if self.grace_epochs < 1 or self.reduction_factor < 2:
             raise ConfigError(f"ASHA needs grace_epochs >= 1 and reduction_factor >= 2, got "
                               f"{self.grace_epochs}, {self.reduction_factor}")
+
+
+class GroupedASHA(FIFOScheduler):
+    """One ASHA per group of trials (here: per cost target), all in one Tune experiment.
+
+    ASHA compares a trial with the others at the same rung; across cost targets the larger
+    children would win every early rung, so each target gets its own brackets. One experiment
+    instead of one per target keeps every CPU busy and pays Tune's start-up once.
+    """
+
+    def __init__(self, group_of: dict[str, Any], metric: str, mode: str, max_t: int,
+                 early_stopping: EarlyStopping) -> None:
+        super().__init__()
+        self._group_of = group_of
+        self._schedulers: dict[Any, ASHAScheduler] = {}
+        self._settings = {"time_attr": "epoch", "metric": metric, "mode": mode, "max_t": max_t,
+                          "grace_period": early_stopping.grace_epochs,
+                          "reduction_factor": early_stopping.reduction_factor}
+
+    def _of(self, trial) -> ASHAScheduler:
+        group = self._group_of[trial.config["arch"]]
+        if group not in self._schedulers:
+            self._schedulers[group] = ASHAScheduler(**self._settings)
+        return self._schedulers[group]
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
 
 
 @dataclass(frozen=True)
@@ -76,15 +115,18 @@ def quiet_tune() -> None:
 def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
                   storage: Path, name: str, early_stopping: EarlyStopping | None = None,
                   keep_weights: bool = False, cpus_per_trial: float = 1.0,
-                  gpus_per_trial: float = 0.0) -> list[TrainedChild]:
-    """Train each of ``archs`` for up to ``config.epochs`` epochs; one Tune trial per child."""
+                  gpus_per_trial: float = 0.0, groups: dict[str, Any] | None = None) -> list[TrainedChild]:
+    """Train each of ``archs`` for up to ``config.epochs`` epochs; one Tune trial per child.
+
+    With ``early_stopping``, ASHA stops weak children at its rungs; ``groups`` (arch -> group)
+    gives each group its own ASHA brackets (``GroupedASHA``).
+    """
     if not archs:
         return []
     quiet_tune()
     scheduler = None
     if early_stopping is not None and config.epochs > early_stopping.grace_epochs:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=config.epochs, grace_period=early_stopping.grace_epochs,
-                                  reduction_factor=early_stopping.reduction_factor)
+        scheduler = GroupedASHA(groups or {a: 0 for a in archs}, "val_accuracy", "max", config.epochs, early_stopping)
     trainable = tune.with_resources(
         tune.with_parameters(child_trial, packed=packed, space_def=space.definition, space_name=space.name,
                              train=config.to_dict(), keep_weights=keep_weights),
@@ -93,7 +135,7 @@ def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, An
     tuner = tune.Tuner(
         trainable,
         param_space={"arch": tune.grid_search(list(archs))},
-        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=scheduler),
+        tune_config=tune.TuneConfig(scheduler=scheduler),
         run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
