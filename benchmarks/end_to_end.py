@@ -20,10 +20,12 @@ import json
 import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
 import torch
 from torch import nn
@@ -46,6 +48,7 @@ from raynas.train.data_feed import pack_splits
 def main_job(args: argparse.Namespace, data: DataSplits, seed: int, mode: str, out: Path) -> dict[str, Any]:
     argv = ["run", "--space", args.space, "--data", data.name, "--out", str(out), "--seed", str(seed),
             "--mode", mode, "--epochs", str(args.supernet_epochs), "--targets", str(args.targets)]
+    argv += [f"--{k}-epochs={v}" for k, v in (("short", args.short_epochs), ("final", args.final_epochs)) if v]
     started = time.perf_counter()
     run_main_job(build_parser().parse_args(argv), data)
     summary = json.loads((out / "final.json").read_text())
@@ -68,6 +71,14 @@ def retrained_baseline(name: str, space: SearchSpace, data: DataSplits, picks: d
               for r in retrained]
     frame = deliver(space, data, finals, "flops", out, store, cheap, recipe.final.bn_layout)
     return {"models": frame.to_dict("records"), "wall_s": time.perf_counter() - started}
+
+
+def retrain_recipe(args: argparse.Namespace, data: DataSplits) -> RetrainRecipe:
+    """The main job's retraining recipe, with the same overrides: equal retraining budgets."""
+    recipe = default_recipe(data)
+    short = recipe.short.replace(epochs=args.short_epochs) if args.short_epochs else recipe.short
+    final = recipe.final.replace(epochs=args.final_epochs) if args.final_epochs else recipe.final
+    return replace(recipe, short=short, final=final)
 
 
 def random_picks(space: SearchSpace, cheap: CheapObjectives, targets: list[float], per_target: int,
@@ -107,7 +118,8 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
-def small_cnn(data: DataSplits, seed: int, epochs: int = 30, resolution: int = 16) -> dict[str, Any]:
+def small_cnn(data: DataSplits, seed: int, epochs: int = 30) -> dict[str, Any]:
+    resolution = max(16, data.image_size)
     torch.manual_seed(seed)
     started = time.perf_counter()
     model = SmallCNN(data.channels, data.num_classes)
@@ -149,7 +161,7 @@ def one_seed(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, A
     bnnas = main_job(args, data, seed, "bn_only", out / "bnnas")
     add("raynas BN-NAS", bnnas)
     targets = [m["target"] for m in bnnas["models"]]
-    recipe = default_recipe(data)
+    recipe = retrain_recipe(args, data)
     if "bignas" in args.methods:
         add("raynas BigNAS", main_job(args, data, seed, "full", out / "bignas"))
     if "random" in args.methods:
@@ -191,6 +203,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--targets", type=int, default=3)
     parser.add_argument("--supernet-epochs", type=int, default=15)
+    parser.add_argument("--short-epochs", type=int, default=None, help="default: the main job's")
+    parser.add_argument("--final-epochs", type=int, default=None, help="default: the main job's")
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--val-images", type=int, default=None)
     parser.add_argument("--methods", default="bignas,random,params,largest,logreg,cnn")
@@ -201,6 +215,7 @@ def main() -> None:
     args = parse_args()
     spec = "digits" if args.data == "digits" else cifar_spec()
     ensure_ray(None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     for seed in args.seeds:
         rows += one_seed(args, spec, seed)

@@ -31,3 +31,7 @@ class TrainingError(RaynasError, RuntimeError):
 
 class ResultsError(RaynasError, ValueError):
     """A result row or a result store breaks the results schema (unknown column, bad type, version)."""
+
+
+class ExportError(RaynasError, RuntimeError):
+    """A compiled program of a child (TorchScript, torch.export) does not reproduce the child."""

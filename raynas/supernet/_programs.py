@@ -18,17 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raynas.errors import RaynasError
+from raynas.errors import ExportError
 
 TORCHSCRIPT_FILE = "model.ts"
 EXPORT_FILE = "model.pt2"
 PROGRAM_FILES = (TORCHSCRIPT_FILE, EXPORT_FILE)
 # Programs must agree with the eager child to this fraction of its largest logit (float32).
 RTOL = 1e-5
-
-
-class ExportError(RaynasError, RuntimeError):
-    """A compiled program of a child does not reproduce the child."""
 
 
 class PreprocessedChild(nn.Module):
