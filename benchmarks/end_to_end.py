@@ -9,8 +9,9 @@ For each seed, on one dataset, every method ends with trained models that are te
 - on small data, LogisticRegression on pixels and a small hand-written CNN.
 BN-NAS, random and #params get the same retraining budget (recipe, epochs, targets).
 
-    python benchmarks/end_to_end.py --data digits --seeds 0 1 2
-    python benchmarks/end_to_end.py --data cifar --seeds 0 1 2 --train-images 5000 --supernet-epochs 6
+    python -m benchmarks.end_to_end --data digits --seeds 0 1 2
+    python -m benchmarks.end_to_end --data cifar --seeds 0 1 2 --train-images 4000 --val-images 1000 \
+        --supernet-epochs 6 --bignas-epochs 15 --short-epochs 4 --final-epochs 12
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ from raynas.train.data_feed import pack_splits
 
 
 def main_job(args: argparse.Namespace, data: DataSplits, seed: int, mode: str, out: Path) -> dict[str, Any]:
+    epochs = args.bignas_epochs if mode == "full" else args.supernet_epochs
     argv = ["run", "--space", args.space, "--data", data.name, "--out", str(out), "--seed", str(seed),
-            "--mode", mode, "--epochs", str(args.supernet_epochs), "--targets", str(args.targets)]
+            "--mode", mode, "--targets", str(args.targets)] + (["--epochs", str(epochs)] if epochs else [])
     argv += [f"--{k}-epochs={v}" for k, v in (("short", args.short_epochs), ("final", args.final_epochs)) if v]
     started = time.perf_counter()
     run_main_job(build_parser().parse_args(argv), data)
@@ -178,7 +180,7 @@ def one_seed(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, A
         rows.append({"method": "logistic regression", "seed": seed, "target": 0, "val_top1": baseline["val_accuracy"],
                      "test_top1": baseline["test_accuracy"], "wall_s": baseline["seconds"]})
     if "cnn" in args.methods:
-        cnn = small_cnn(data, seed)
+        cnn = small_cnn(data, seed, epochs=recipe.final.epochs)
         rows.append({"method": "small CNN (hand-written)", "seed": seed, "target": 0, **cnn})
     return rows
 
@@ -202,7 +204,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--space", default="tiny")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--targets", type=int, default=3)
-    parser.add_argument("--supernet-epochs", type=int, default=15)
+    parser.add_argument("--supernet-epochs", type=int, default=None, help="BN-only supernet; default: the main job's")
+    parser.add_argument("--bignas-epochs", type=int, default=None, help="full supernet; default: the main job's")
     parser.add_argument("--short-epochs", type=int, default=None, help="default: the main job's")
     parser.add_argument("--final-epochs", type=int, default=None, help="default: the main job's")
     parser.add_argument("--train-images", type=int, default=None)

@@ -79,11 +79,15 @@ def test_bad_cli_input_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
 def test_main_job_runs_on_the_embedded_default(ray_local, tmp_path, capsys):
     out = tmp_path / "main"
     assert main(["run", "--out", str(out), "--epochs", "2", "--trials", "60", "--batch-size", "30",
-                 "--top-k", "3", "--calib-images", "64", "--actors", "2", "--actor-cpus", "0.5"]) == 0
+                 "--actors", "2", "--actor-cpus", "0.5", "--targets", "2", "--per-target", "1",
+                 "--short-epochs", "2", "--final-epochs", "2"]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"\[raynas\] epoch 2/2", printed) and "4/4 export" in printed
+    assert re.search(r"\[raynas\] epoch 2/2", printed) and "4/4 report" in printed
+    assert printed.count("test top-1") == 1  # the test figure is shown once, in the final table
     rows = pd.read_parquet(out / "results")
-    assert set(rows["evaluator"]) == {"bn_score", "calibrate"} and (rows["evaluator"] == "calibrate").sum() == 3
-    assert (out / "report" / "pareto.png").exists() and json.loads((out / "run.json").read_text())["space_name"] == "tiny"
-    child, arch, _ = load_child(out / "best_child")
+    assert set(rows["evaluator"]) == {"bn_score", "short_train", "final_train", "test"}
+    assert (out / "report" / "final.png").exists() and json.loads((out / "run.json").read_text())["space_name"] == "tiny"
+    models = sorted((out / "models").iterdir())
+    assert len(models) == 2
+    child, arch, _ = load_child(models[-1])
     assert child(torch.zeros(1, 1, arch["resolution"], arch["resolution"])).argmax(1).shape == (1,)

@@ -38,6 +38,8 @@ from raynas.train.config import bignas_recipe
 # BN-only training needs a far higher learning rate than full training (BN-NAS used 0.25 at
 # batch 512 for ~25k steps); on the short embedded budget a trainable classifier lets it learn.
 DEFAULT_TRAINING = {"mode": "bn_only", "epochs": 15, "batch_size": 64, "lr": 1.0, "classifier": "trainable"}
+FULL_MODE_EPOCHS = 40
+FINETUNE_LR = 0.01  # a tenth of the from-scratch rate: the inherited weights are already good
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +51,9 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["bn_only", "full"], default=DEFAULT_TRAINING["mode"],
                         help="bn_only: the BN-NAS protocol (retrain the found children); "
                              "full: the BigNAS protocol (deploy calibrated children of a fully trained supernet)")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_TRAINING["epochs"], help="supernet training epochs")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"supernet training epochs; default {DEFAULT_TRAINING['epochs']} (bn_only), "
+                             f"{FULL_MODE_EPOCHS} (full: every weight has to learn)")
     parser.add_argument("--lr", type=float, default=None,
                         help=f"supernet learning rate; default {DEFAULT_TRAINING['lr']} (bn_only), BigNAS's recipe (full)")
     parser.add_argument("--perturbations", type=int, default=20,
@@ -61,6 +65,9 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-images", type=int, default=500)
     parser.add_argument("--actors", type=int, default=2, help="evaluator actors for the search")
     parser.add_argument("--actor-cpus", type=float, default=1.0)
+    parser.add_argument("--finetune-epochs", type=int, default=0,
+                        help="BigNAS path: fine-tune each deployed child this many epochs (default 0: none, "
+                             "as BigNAS found it adds nothing)")
     parser.add_argument("--targets", default=None,
                         help="cost targets: a count (3 = budgets at cost quantiles) or budgets '2e4,5e4'; "
                              "default: the --constraint limit on the cost objective, else 3")
@@ -101,7 +108,10 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     pool = pool_config(args, args.seed, space)
     if args.mode == "full":
         print(f"[raynas] 2/4 coarse-to-fine selection under {cost_name} budgets {[f'{b:,.0f}' for b in budgets]}")
-        finals = bignas_finals(checkpoint, data, run, pool, budgets, cheap, cost_name, args.perturbations, args.seed)
+        finetune = (recipe.final.replace(epochs=args.finetune_epochs, lr=FINETUNE_LR, bn_layout=config.bn_layout)
+                    if args.finetune_epochs else None)
+        finals = bignas_finals(checkpoint, data, run, pool, budgets, cheap, cost_name, args.perturbations,
+                               args.seed, finetune)
     else:
         print(f"[raynas] 2/4 search {search.trials} children with {search.sampler} over {','.join(search.objectives)}")
         finals = bnnas_finals(checkpoint, data, run, pool, search, budgets, cheap, recipe)
@@ -146,16 +156,19 @@ def _report(run: RunDir, store: ResultStore, cost_name: str, search_evaluator: s
 def _training(args: argparse.Namespace, space) -> TrainConfig:
     """BN-NAS's short BN-only run, or BigNAS's full recipe; --epochs/--lr/--sampling override."""
     common = {"train_images": args.train_images, "seed": args.seed, "sampling": args.sampling or default_sampling(space)}
+    default_epochs = FULL_MODE_EPOCHS if args.mode == "full" else DEFAULT_TRAINING["epochs"]
+    epochs = default_epochs if args.epochs is None else args.epochs
     if args.mode == "full":
-        return bignas_recipe(args.epochs, args.lr, **common)
-    return TrainConfig.from_dict({**DEFAULT_TRAINING, **common, "epochs": args.epochs,
+        return bignas_recipe(epochs, args.lr, **common)
+    return TrainConfig.from_dict({**DEFAULT_TRAINING, **common, "epochs": epochs,
                                   "lr": args.lr or DEFAULT_TRAINING["lr"]})
 
 
 def _recipe(args: argparse.Namespace, data):
     recipe = default_recipe(data, gpus=1.0 if args.gpu else 0.0)
-    if args.perturbations < 0:
-        raise ConfigError(f"--perturbations must be >= 0, got {args.perturbations}")
+    if args.perturbations < 0 or args.finetune_epochs < 0:
+        raise ConfigError(f"--perturbations and --finetune-epochs must be >= 0, got {args.perturbations}, "
+                          f"{args.finetune_epochs}")
     short = recipe.short if args.short_epochs is None else recipe.short.replace(epochs=args.short_epochs)
     final = recipe.final if args.final_epochs is None else recipe.final.replace(epochs=args.final_epochs)
     return replace(recipe, short=short, final=final, per_target=args.per_target)
@@ -164,7 +177,7 @@ def _recipe(args: argparse.Namespace, data):
 def _print_summary(frame: pd.DataFrame, cost_name: str, summary: dict) -> None:
     print(format_final_table(frame, cost_name))
     for baseline in summary["baselines"]:
-        print(f"  baseline: {baseline['model']}: test top-1 {baseline['test_accuracy']:.4f}")
+        print(f"  baseline {baseline['model']}, same split: {baseline['test_accuracy']:.4f}")
 
 
 def _show_finished(run: RunDir) -> int:

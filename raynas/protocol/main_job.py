@@ -24,7 +24,7 @@ from raynas.data import DataSplits
 from raynas.errors import ConfigError
 from raynas.estimate.calibration import calibrate_bn, calibration_subset
 from raynas.protocol.final import FinalModel
-from raynas.protocol.retraining import FINAL, SHORT, RetrainRecipe, final_stage, short_stage
+from raynas.protocol.retraining import FINAL, SHORT, RetrainRecipe, final_stage, finetune_stage, short_stage
 from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
 from raynas.results import ResultStore
 from raynas.results.report import RunDir, write_run_metadata
@@ -33,7 +33,7 @@ from raynas.search.coarse_to_fine import coarse_to_fine
 from raynas.search.costs import CheapObjectives
 from raynas.search.objectives import CHEAP, Constraint
 from raynas.search.study import SearchConfig, record_stage, search
-from raynas.train import LoadedCheckpoint
+from raynas.train import LoadedCheckpoint, TrainConfig
 from raynas.train.data_feed import pack_splits
 
 
@@ -101,8 +101,9 @@ def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, po
 
 def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
                   budgets: list[float], cheap: CheapObjectives, cost_name: str, perturbations: int = 20,
-                  seed: int = 0, log=print) -> list[FinalModel]:
-    """Coarse-to-fine selection on the fully trained supernet; winners deploy BN-calibrated."""
+                  seed: int = 0, finetune: TrainConfig | None = None, log=print) -> list[FinalModel]:
+    """Coarse-to-fine selection on the fully trained supernet; winners deploy BN-calibrated,
+    optionally after a short fine-tune from their inherited weights (``finetune``)."""
     space = checkpoint.space
     store = ResultStore(run.results, space)
     write_run_metadata(run.root, space, run_id="coarse_to_fine", checkpoint=str(checkpoint.path),
@@ -124,7 +125,10 @@ def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, p
         calibrate_bn(supernet, arch, subset.images, data.mean, data.std, pool_config.calibration.batch_size)
         finals.append(FinalModel(winner.target, winner.arch, winner.accuracy, time.perf_counter() - started,
                                  supernet.export(arch).eval(), f"calibrated on {len(subset)} images ({winner.stage})"))
-    return finals
+    if finetune is None:
+        return finals
+    log(f"[raynas] fine-tune {len(finals)} calibrated child(ren) for {finetune.epochs} epochs at lr {finetune.lr:g}")
+    return finetune_stage(space, finals, pack_splits(data), finetune, run.root, store, cheap)
 
 
 def _record_in_study(run: RunDir, run_id: str, store: ResultStore) -> None:

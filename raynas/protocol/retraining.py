@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from raynas.errors import ConfigError
+from raynas.protocol.final import FinalModel
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
 from raynas.search.costs import CheapObjectives
@@ -22,7 +23,7 @@ from raynas.space import SearchSpace
 from raynas.supernet import build_supernet
 from raynas.train.config import TrainConfig
 
-SHORT, FINAL = "short_train", "final_train"
+SHORT, FINAL, FINETUNE = "short_train", "final_train", "finetune"
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,25 @@ def final_stage(space: SearchSpace, winners: dict[float, str], packed: dict[str,
         out.append(Retrained(target, arch, result.val_accuracy, result.epochs, result.seconds, child.eval()))
     _write(store, FINAL, None, [trained[a] for a in unique], cheap, space, offset=len(_stored(store, FINAL)))
     return out
+
+
+def finetune_stage(space: SearchSpace, finals: list[FinalModel], packed: dict[str, Any], config: TrainConfig,
+                   run_dir: Path, store: ResultStore, cheap: CheapObjectives) -> list[FinalModel]:
+    """BigNAS's optional last step: a short fine-tune of each deployed child from its inherited
+    (calibrated) weights, as Tune trials; returns the fine-tuned models."""
+    inherited = {f.arch: {k: v.detach().cpu().numpy() for k, v in f.child.state_dict().items()} for f in finals}
+    trained = {t.arch: t for t in train_on_tune(space, sorted(inherited), packed, config, run_dir / "tune", FINETUNE,
+                                                keep_weights=True, init_states=inherited)}
+    _write(store, FINETUNE, None, list(trained.values()), cheap, space, offset=len(_stored(store, FINETUNE)))
+    tuned = []
+    for final in finals:
+        result = trained[final.arch]
+        child = build_supernet(space, packed["info"]["num_classes"], packed["info"]["in_channels"],
+                               bn_layout=config.bn_layout).export(space.arch(final.arch))
+        child.load_state_dict(torch.load(result.weights, weights_only=True))
+        tuned.append(FinalModel(final.target, final.arch, result.val_accuracy, final.seconds + result.seconds,
+                                child.eval(), f"{final.how}, fine-tuned {result.epochs} epochs"))
+    return tuned
 
 
 def _stored(store: ResultStore, stage: str) -> dict[tuple[float, str], tuple[int, float]]:

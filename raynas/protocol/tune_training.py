@@ -89,12 +89,13 @@ class TrainedChild:
 
 
 def child_trial(trial: dict[str, Any], packed: dict[str, Any], space_def: dict[str, Any], space_name: str,
-                train: dict[str, Any], keep_weights: bool) -> None:
+                train: dict[str, Any], keep_weights: bool, init_states: dict[str, Any] | None = None) -> None:
     """The Tune trainable: train one child, report after every epoch (weights after the last)."""
     torch.set_num_threads(1)
     space = space_from_dict(space_def, default_name=space_name)
     config = TrainConfig.from_dict(train)
-    for state in train_child(space, space.arch(trial["arch"]), packed, config):
+    init = (init_states or {}).get(trial["arch"])
+    for state in train_child(space, space.arch(trial["arch"]), packed, config, init_state=init):
         metrics = {"val_accuracy": state.val_accuracy, "epoch": state.epoch, "seconds": state.seconds,
                    "train_loss": state.train_loss}
         if keep_weights and state.epoch == config.epochs:
@@ -115,11 +116,13 @@ def quiet_tune() -> None:
 def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
                   storage: Path, name: str, early_stopping: EarlyStopping | None = None,
                   keep_weights: bool = False, cpus_per_trial: float = 1.0,
-                  gpus_per_trial: float = 0.0, groups: dict[str, Any] | None = None) -> list[TrainedChild]:
+                  gpus_per_trial: float = 0.0, groups: dict[str, Any] | None = None,
+                  init_states: dict[str, dict[str, Any]] | None = None) -> list[TrainedChild]:
     """Train each of ``archs`` for up to ``config.epochs`` epochs; one Tune trial per child.
 
     With ``early_stopping``, ASHA stops weak children at its rungs; ``groups`` (arch -> group)
-    gives each group its own ASHA brackets (``GroupedASHA``).
+    gives each group its own ASHA brackets (``GroupedASHA``). ``init_states`` (arch -> state
+    dict of numpy arrays) starts those children from given weights instead of from scratch.
     """
     if not archs:
         return []
@@ -129,7 +132,7 @@ def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, An
         scheduler = GroupedASHA(groups or {a: 0 for a in archs}, "val_accuracy", "max", config.epochs, early_stopping)
     trainable = tune.with_resources(
         tune.with_parameters(child_trial, packed=packed, space_def=space.definition, space_name=space.name,
-                             train=config.to_dict(), keep_weights=keep_weights),
+                             train=config.to_dict(), keep_weights=keep_weights, init_states=init_states),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
     )
     tuner = tune.Tuner(

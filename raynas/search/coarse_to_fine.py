@@ -173,23 +173,6 @@ def _perturbations(
     return found
 
 
-# --- cost targets -----------------------------------------------------------------------------
-def cost_targets(
-    space: SearchSpace, costs_fn: CostsFn, n: int, cost_name: str = "flops", samples: int = 2000, seed: int = 0
-) -> list[float]:
-    """``n`` budgets spread over the space's cost range, ascending (BigNAS's S/M/L/XL models).
-
-    The budgets are the ``(i + 1) / (n + 1)`` quantiles (i = 0..n-1) of ``cost_name`` over the
-    smallest child, the largest child and ``samples`` uniformly sampled children: strictly
-    inside the range, so every budget has room for more than one child.
-    """
-    if n < 1:
-        raise ConfigError(f"n must be >= 1 cost targets, got {n}")
-    archs = [space.min(), space.max(), *space.from_index_matrix(space.sample_index_matrix(samples, seed))]
-    costs = _cost_column(costs_fn, archs, cost_name)
-    return [float(q) for q in np.quantile(costs, [(i + 1) / (n + 1) for i in range(n)])]
-
-
 def _cost_column(costs_fn: CostsFn, archs: list[Arch], cost_name: str) -> np.ndarray:
     if cost_name not in CHEAP:
         raise ConfigError(f"unknown cost {cost_name!r}; valid costs: {list(CHEAP)}")

@@ -37,16 +37,21 @@ class ChildEpoch:
 
 
 def train_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
-                device: str = "cpu") -> Iterator[ChildEpoch]:
-    """Train ``arch`` from scratch on ``packed`` data (see ``pack_splits``), yielding after each epoch.
+                device: str = "cpu", init_state: dict[str, Any] | None = None) -> Iterator[ChildEpoch]:
+    """Train ``arch`` on ``packed`` data (see ``pack_splits``), yielding after each epoch.
 
-    A caller that stops early (an early-stopping scheduler) simply stops iterating.
+    From scratch (seeded init), or from ``init_state`` (the child's state dict, e.g. weights
+    inherited from a trained supernet, for a fine-tune). A caller that stops early (an
+    early-stopping scheduler) simply stops iterating.
     """
     config = config.replace(mode="full", num_random=0)
     info = packed["info"]
     started = time.perf_counter()
     supernet = build_supernet(space, info["num_classes"], info["in_channels"], seed=config.seed, bn_layout=config.bn_layout)
-    model = FixedChild(supernet.export(arch).train()).to(device)
+    child = supernet.export(arch)
+    if init_state is not None:
+        child.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()})
+    model = FixedChild(child.train()).to(device)
     feed = ShardFeed.from_packed(packed, config.batch_size, 0, 1, config.seed, config.augment, torch.device(device))
     configure_trainable(model, config)
     optimizer = make_optimizer(model, config)

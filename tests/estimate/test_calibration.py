@@ -28,7 +28,7 @@ def test_same_seed_same_result_and_n_is_recorded(setup):
     first = calibrate_and_evaluate(net, arch, data.calib, data.val, data.mean, data.std, config)
     calibrate_and_evaluate(net, space.max(), data.calib, data.val, data.mean, data.std, config)
     again = calibrate_and_evaluate(net, arch, data.calib, data.val, data.mean, data.std, config)
-    assert first["calib_images"] == 41 == len(data.calib)  # capped at the calibration split
+    assert first["calib_images"] == 30 == len(data.calib)  # capped at the calibration split
     for key in ("accuracy", "top5", "loss"):
         assert first[key] == again[key]
 
@@ -44,7 +44,7 @@ def test_subset_is_fixed_by_seed():
 def test_statistics_are_a_cumulative_average_not_an_ema(setup):
     space, net, data = setup
     arch = space.max()
-    images = data.calib.images[:40]
+    images = data.train.images[:40]
     calibrate_bn(net, arch, images, data.mean, data.std, batch_size=40)
     one_batch = net.stem.bn.running_mean.clone()
     calibrate_bn(net, arch, images, data.mean, data.std, batch_size=10)  # 4 equal batches

@@ -91,7 +91,8 @@ def test_a_finished_run_is_not_tested_again(finished_run, capsys):
     (["--objectives", "bn_score"], "the main job needs a cost objective among"),
     (["--short-epochs", "0"], "epochs must be >= 1, got 0"),
     (["--final-epochs", "-2"], "epochs must be >= 1, got -2"),
-    (["--perturbations", "-1"], "--perturbations must be >= 0, got -1"),
+    (["--perturbations", "-1"], "--perturbations and --finetune-epochs must be >= 0, got -1, 0"),
+    (["--finetune-epochs", "-3"], "--perturbations and --finetune-epochs must be >= 0, got 20, -3"),
     (["--depth-rule", "median"], "invalid choice: 'median'"),
     (["--sampling", "random"], "invalid choice: 'random'"),
 ])
@@ -107,15 +108,17 @@ def test_bad_options_get_one_line_errors(ray_local, tmp_path, capsys, flags, mes
 
 def test_bignas_mode_deploys_calibrated_children_without_retraining(ray_local, tmp_path):
     out = tmp_path / "bignas"
-    assert main(["run", *SMALL, "--mode", "full", "--perturbations", "3", "--out", str(out)]) == 0
+    assert main(["run", *SMALL, "--mode", "full", "--perturbations", "3", "--finetune-epochs", "1",
+                 "--out", str(out)]) == 0
     summary = json.loads((out / "final.json").read_text())
     assert len(summary["models"]) == 2 and summary["test_reads"] == 2
     rows = pd.read_parquet(out / "results")
-    assert not rows["evaluator"].isin(["short_train", "final_train"]).any()  # no retraining on this path
+    assert not rows["evaluator"].isin(["short_train", "final_train"]).any()  # no retraining from scratch
+    assert (rows["evaluator"] == "finetune").sum() == len({m["arch"] for m in summary["models"]})
     calibrated = rows[(rows["evaluator"] == "calibrate") & (rows["status"] == "ok")]
     assert len(calibrated) >= 2 and set(calibrated["split"]) == {"val"} and calibrated["arch"].is_unique
     record = json.loads(open(f"{summary['models'][0]['model']}/arch.json").read())
-    assert re.fullmatch(r"calibrated on \d+ images \((grid|perturb)\)", record["metrics"]["how"])
+    assert re.fullmatch(r"calibrated on \d+ images \((grid|perturb)\), fine-tuned 1 epochs", record["metrics"]["how"])
     assert record["space"].get("stage_skip") is True  # BigNAS's stage-transition skips travel with the model
     child, arch, space = load_child(summary["models"][0]["model"])
     assert space.key(arch) == summary["models"][0]["arch"]

@@ -162,7 +162,7 @@ def calibrate_rows(space, n: int = 60, seed: int = 0) -> list[dict]:
     rows = []
     for trial, arch in enumerate(archs):
         row = {"run_id": "run-1", "trial": trial, "arch": arch, "evaluator": "calibrate", "status": "ok",
-               "accuracy": rng.random(), "top5": 1.0, "loss": rng.random(), "flops": rng.randrange(10**6, 10**7),
+               "accuracy": rng.random(), "split": "val", "top5": 1.0, "loss": rng.random(), "flops": rng.randrange(10**6, 10**7),
                "params": rng.randrange(10**4, 10**5)}
         if trial % 7 == 3:
             row = {**{k: row[k] for k in ("run_id", "trial", "arch", "evaluator")}, "status": "failed", "error": "boom"}

@@ -45,7 +45,7 @@ def make_rows(space, run_id="run-a", n=8, seed=0, evaluator="bn_score", full=Tru
         }
         if full:
             row.update(
-                accuracy=rng.random(), top5=rng.random(), loss=rng.random() * 3, flops=1_000_000 + trial,
+                accuracy=rng.random(), split="val", top5=rng.random(), loss=rng.random() * 3, flops=1_000_000 + trial,
                 params=50_000 + trial, latency_ms=1.5, calib_images=256, checkpoint_id="ckpt-1",
                 sampler="nsga2", seed=seed, started_at=time.time(), finished_at=time.time() + 0.1,
                 eval_seconds=0.1, node_id="node-0",
@@ -261,7 +261,7 @@ def test_unknown_column_names_the_key_and_the_valid_columns(tmp_path, tiny):
         ({"flops": 2.5}, r"column 'flops' needs int64, got 2.5"),
         ({"trial": "3"}, r"column 'trial' needs int64, got '3'"),
         ({"accuracy": "high"}, r"column 'accuracy' needs double"),
-        ({"status": "done"}, r"status must be one of \['ok', 'failed', 'infeasible'\], got 'done'"),
+        ({"status": "done"}, r"status must be one of \['ok', 'failed', 'infeasible', 'duplicate'\], got 'done'"),
         ({"evaluator": None}, r"required column 'evaluator' is missing"),
         ({"arch": "r99-nonsense"}, r"arch 'r99-nonsense' is not in space 'tiny'"),
         ({"resolution": 12, "arch": "r16-s12-w8d2:k5e3,k5e3-w24d1:k3e4-h32"}, r"'resolution' must match arch"),
@@ -298,7 +298,7 @@ def test_other_schema_version_is_refused(tmp_path, tiny):
     future = schema.with_metadata({**schema.metadata, b"raynas.schema_version": b"999"})
     table = store.read().cast(future)
     pq.write_table(table, tmp_path / "part-99999999999999999999-future.parquet")
-    with pytest.raises(ResultsError, match=r"schema version 999, but this raynas reads version 1"):
+    with pytest.raises(ResultsError, match=r"schema version 999, but this raynas reads version 2"):
         store.read()
     with pytest.raises(ResultsError, match="schema version 999"):
         ResultStore(tmp_path, tiny).write_batch(make_rows(tiny, run_id="new", n=1))

@@ -1,6 +1,5 @@
 """BigNAS coarse-to-fine selection: a calibrated grid, then seeded perturbations per cost target."""
 
-import hashlib
 import random
 
 import pytest
@@ -10,7 +9,8 @@ from raynas.errors import ConfigError
 from raynas.estimate.calibration import CalibrationConfig
 from raynas.results import ResultStore
 from raynas.search import EvaluatorPool, PoolConfig
-from raynas.search.coarse_to_fine import coarse_grid, coarse_to_fine, cost_targets, perturb
+from raynas.protocol.targets import cost_quantile_targets
+from raynas.search.coarse_to_fine import coarse_grid, coarse_to_fine, perturb
 from raynas.search.costs import CheapObjectives
 from raynas.space import load_space
 from raynas.supernet.mobilenet import with_stage_skip
@@ -29,22 +29,6 @@ class Recording:
     def calibrate_and_evaluate(self, archs):
         self.keys += [self.space.key(a) for a in archs]
         return self.pool.calibrate_and_evaluate(archs)
-
-
-class FakePool:
-    """A stand-in evaluator: a fixed pseudo-accuracy per child, no Ray."""
-
-    def __init__(self, space):
-        self.space = space
-
-    def calibrate_and_evaluate(self, archs):
-        rows = []
-        for arch in archs:
-            key = self.space.key(arch)
-            accuracy = int(hashlib.sha1(key.encode()).hexdigest()[:6], 16) / 16**6
-            rows.append({"arch": key, "status": "ok", "evaluator": "calibrate", "accuracy": accuracy,
-                         "split": "val", "top5": 1.0, "loss": 1.0, "calib_images": 64})
-        return rows
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +59,7 @@ def pool(ray_local, tmp_path_factory, space):
 
 @pytest.fixture(scope="module")
 def selection(pool, space, costs):
-    targets = cost_targets(space, costs, 3)
+    targets = cost_quantile_targets(costs, 3)
     recording = Recording(pool, space)
     result = coarse_to_fine(space, recording, costs, targets, perturbations=6, seed=0,
                             checkpoint_id=pool.checkpoint.checkpoint_id)
@@ -97,15 +81,6 @@ def test_grid_covers_every_resolution_with_one_level_per_stage(space):
         coarse_grid(space, levels=("min", "huge"))
     with pytest.raises(ConfigError, match="family mobilenet.*'nb201'"):
         coarse_grid(load_space("nb201"))
-
-
-def test_cost_targets_spread_inside_the_cost_range(space, costs):
-    targets = cost_targets(space, costs, 4)
-    low, high = (float(costs([a])["flops"][0]) for a in (space.min(), space.max()))
-    assert len(targets) == 4 and targets == sorted(targets) and low < targets[0] and targets[-1] < high
-    assert cost_targets(space, costs, 2, "params") == cost_targets(space, costs, 2, "params")
-    with pytest.raises(ConfigError, match="n must be >= 1 cost targets, got 0"):
-        cost_targets(space, costs, 0)
 
 
 def test_perturbations_move_a_few_dimensions_by_one_choice(space):
@@ -155,15 +130,15 @@ def test_a_seeded_run_repeats_exactly(selection, pool, space, costs):
     assert strip(again.rows) == strip(first.rows)
 
 
-def test_the_seed_picks_the_perturbations(space, costs):
-    targets = cost_targets(space, costs, 2)
-    runs = [coarse_to_fine(space, FakePool(space), costs, targets, perturbations=6, seed=s) for s in (0, 0, 1)]
+def test_the_seed_picks_the_perturbations(space, costs, pool):
+    targets = cost_quantile_targets(costs, 2)
+    runs = [coarse_to_fine(space, pool, costs, targets, perturbations=6, seed=s) for s in (0, 0, 1)]
     keys = [[r["arch"] for r in run.rows if r["sampler"].endswith("perturb")] for run in runs]
     assert keys[0] == keys[1] != keys[2]
 
 
-def test_bad_costs_and_impossible_targets_raise_config_error(space, costs):
-    fake = FakePool(space)
+def test_bad_costs_and_impossible_targets_raise_config_error(space, costs, pool):
+    fake = pool  # every check fails before the pool is asked for anything
     smallest = float(costs([space.min()])["flops"][0])
     with pytest.raises(ConfigError, match=rf"no child meets flops <= 10: the smallest child costs {smallest:g} flops"):
         coarse_to_fine(space, fake, costs, [10, 2 * smallest])
