@@ -27,7 +27,7 @@ def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], 
             stage_seconds: dict[str, float] | None = None) -> pd.DataFrame:
     """Measure every final model on the test split once, export it, record it; returns the table."""
     test = TestSplit(data)
-    info = DataInfo(data.name, data.num_classes, data.channels, data.image_size, data.mean, data.std, data.hflip)
+    info = DataInfo.of(data)
     rows, table = [], []
     costs = cheap([space.arch(f.arch) for f in finals])
     for i, final in enumerate(finals):

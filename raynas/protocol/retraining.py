@@ -67,9 +67,11 @@ def short_stage(space: SearchSpace, shortlist: dict[float, list[str]], packed: d
     trained = train_on_tune(space, todo, packed, recipe.short, run_dir / "tune", SHORT, recipe.early_stopping,
                             cpus_per_trial=recipe.cpus_per_trial, gpus_per_trial=recipe.gpus_per_trial,
                             groups=target_of)
+    offset = len(done)
     for target in sorted(shortlist):
-        _write(store, SHORT, target, [t for t in trained if target_of[t.arch] == target], cheap, space,
-               offset=len(_stored(store, SHORT)))
+        rows = [t for t in trained if target_of[t.arch] == target]
+        _write(store, SHORT, target, rows, cheap, space, offset=offset)
+        offset += len(rows)
     done = _stored(store, SHORT)
     return {target: max(archs, key=lambda a: done[(target, a)]) for target, archs in shortlist.items()}
 

@@ -40,6 +40,11 @@ class DataInfo:
         return {**self.__dict__, "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
+    def of(cls, data: Any) -> "DataInfo":
+        """The description of loaded ``DataSplits`` (what a model needs, not the images)."""
+        return cls(data.name, data.num_classes, data.channels, data.image_size, data.mean, data.std, data.hflip)
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DataInfo":
         return cls(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
 

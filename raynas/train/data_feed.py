@@ -21,8 +21,7 @@ def pack_splits(data: DataSplits, train_images: int | None = None) -> dict[str, 
         "train_labels": data.train.labels[:n].numpy(),
         "val_images": data.val.images.numpy(),
         "val_labels": data.val.labels.numpy(),
-        "info": DataInfo(data.name, data.num_classes, data.channels, data.image_size, data.mean, data.std,
-                         data.hflip).to_dict(),
+        "info": DataInfo.of(data).to_dict(),
     }
 
 
