@@ -41,7 +41,8 @@ CHILD_TIMING = {"repeats": 64, "rounds": 16}
 COLUMNS = ("space", "device", "entries", "n", "spearman", "kendall", "mae_pct", "meas/pred", "repeat_rho", "build_s")
 
 
-def evaluate(space: SearchSpace, n: int, device: str, seed: int) -> dict[str, Any]:
+def evaluate(space: SearchSpace, n: int, device: str, seed: int,
+             timing: dict[str, int] = CHILD_TIMING) -> dict[str, Any]:
     """Time ``n`` exported children end to end, build the table, time them again, and compare.
 
     The ground truth is the mean of the two end-to-end runs; how well the runs agree with each
@@ -50,11 +51,11 @@ def evaluate(space: SearchSpace, n: int, device: str, seed: int) -> dict[str, An
     archs = flops_stratified_sample(space, n, seed=seed)
     net = build_supernet(space, num_classes=10).eval()
     children, resolutions = [net.export(arch) for arch in archs], [space.resolution(a) for a in archs]
-    before = measure_children_ms(children, resolutions, device, **CHILD_TIMING)
+    before = measure_children_ms(children, resolutions, device, **timing)
     start = time.perf_counter()
     table = measure_latency_table(space, device)
     build_s = time.perf_counter() - start
-    after = measure_children_ms(children, resolutions, device, **CHILD_TIMING)
+    after = measure_children_ms(children, resolutions, device, **timing)
     measured, predicted = (before + after) / 2, table.predict(space, archs)
     return {
         "space": space.name, "device": table.device_key, "entries": len(table.entries), "n": n,

@@ -132,6 +132,13 @@ def test_start_commands_start_ray(launcher: dict[str, Any]) -> None:
     assert "ray start --address=$RAY_HEAD_IP:6379" in worker
 
 
+def test_launcher_dashboard_listens_on_loopback_only(launcher: dict[str, Any]) -> None:
+    """The dashboard serves Ray's job-submission API (any command): reached via `ray dashboard`."""
+    head = shlex.split(" ".join(launcher["head_start_ray_commands"]).replace(";", " "))
+    hosts = [arg.split("=", 1)[1] for arg in head if arg.startswith("--dashboard-host=")]
+    assert hosts == ["127.0.0.1"]
+
+
 def test_launcher_image_matches_installed_ray(launcher: dict[str, Any]) -> None:
     match = IMAGE_TAG.match(launcher["docker"]["image"])
     assert match, launcher["docker"]["image"]
@@ -191,6 +198,19 @@ def expand_env(text: str, container: dict[str, Any]) -> str:
     for var in container.get("env", []):
         text = text.replace("${%s}" % var["name"], var["value"]).replace("$" + var["name"], var["value"])
     return text
+
+
+def test_an_exposed_dashboard_is_fenced_to_the_namespace(cluster_spec: dict[str, Any]) -> None:
+    """A head listening beyond loopback ships with a NetworkPolicy admitting only its namespace."""
+    host = cluster_spec["headGroupSpec"]["rayStartParams"].get("dashboard-host", "127.0.0.1")
+    if host in ("127.0.0.1", "localhost"):
+        return
+    policy = load_yaml(CLUSTER / "kuberay" / "networkpolicy.yaml")
+    assert (policy["apiVersion"], policy["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    sources = [source for rule in policy["spec"]["ingress"] for source in rule["from"]]
+    assert sources == [{"podSelector": {}}], "only pods of the same namespace may reach the head"
 
 
 def test_manifest_kinds(raycluster: dict[str, Any], rayjob: dict[str, Any]) -> None:
