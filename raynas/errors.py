@@ -35,3 +35,7 @@ class ResultsError(RaynasError, ValueError):
 
 class ExportError(RaynasError, RuntimeError):
     """A compiled program of a child (TorchScript, torch.export) does not reproduce the child."""
+
+
+class EvaluationError(RaynasError, RuntimeError):
+    """Evaluations cannot finish: every evaluator actor that could run them is gone for good."""

@@ -1,14 +1,23 @@
-"""Connecting to Ray: a local instance by default, a cluster through ``address``."""
+"""Connecting to Ray, and making sure what a command asks of it can run there.
+
+A local instance (this process started it) never grows, so a request it cannot hold is refused
+up front. A cluster joined through an address may grow (an autoscaler adds nodes for pending
+work), so there a request is waited for, with progress lines and a time limit.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import ray
 
 from raynas.errors import ConfigError
 
-_JOINED: dict[str, str | None] = {"address": None}
+logger = logging.getLogger(__name__)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
@@ -23,32 +32,101 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
     kwargs: dict = {"include_dashboard": False, "log_to_driver": not quiet}
     if address is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    _JOINED["address"] = address
     ray.init(address=address, **kwargs)
 
 
 def started_locally() -> bool:
-    """True when this process started its own Ray instance (no autoscaler can add nodes)."""
-    return ray.is_initialized() and not (os.environ.get("RAY_ADDRESS") or _JOINED["address"])
+    """True when this process started the Ray instance it uses (no autoscaler can add nodes).
+
+    Asked of the driver's own node rather than of the address it was given: ``ray.init()``
+    without an address joins a cluster started by ``ray start`` on this machine, and tests join
+    clusters through ``ray.init(address=...)`` directly. Only the starting process holds the head.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)  # None under Ray Client
+    return ray.is_initialized() and bool(getattr(node, "head", False))
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """``count`` workers or actors of ``cpus`` CPUs and ``gpus`` GPUs each, named for messages.
+
+    ``what`` names them ("workers", "evaluator actors") and ``flag`` is the option that sets
+    their number, so an error says what to change.
+    """
+
+    count: int
+    cpus: float
+    gpus: float = 0.0
+    what: str = "workers"
+    flag: str = "--workers"
+
+    def needs(self) -> dict[str, float]:
+        return {"CPU": self.count * self.cpus, "GPU": self.count * self.gpus}
+
+    def shortfalls(self, total: Mapping[str, float]) -> list[str]:
+        """One phrase per resource that ``total`` cannot hold, e.g. '8 workers x 1 CPU need 8 CPUs, ...'."""
+        hints = {"CPU": f"lower {self.flag} or add nodes", "GPU": "drop --gpu or add GPU nodes"}
+        each = {"CPU": self.cpus, "GPU": self.gpus}
+        return [f"{self.count} {self.what} x {each[name]:g} {name} need {need:g} {name}s, but the Ray cluster has "
+                f"{total.get(name, 0):g}; {hints[name]}"
+                for name, need in self.needs().items() if need > total.get(name, 0)]
+
+    def progress(self, total: Mapping[str, float], started: int) -> str:
+        have = ", ".join(f"{total.get(name, 0):g} of {need:g} {name}s available"
+                         for name, need in self.needs().items() if need > 0)
+        return f"{have}, {started} of {self.count} started"
 
 
 def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: float = 0.0) -> None:
-    """Fail fast, instead of hanging, when a local Ray instance cannot hold the requested workers.
+    """Fail fast, instead of hanging, when a local Ray instance cannot hold the requested workers."""
+    require(ResourceRequest(num_workers, cpus_per_worker, gpus_per_worker))
 
-    On a cluster joined through an address the check is skipped: an autoscaler may add the nodes.
-    """
+
+def require(request: ResourceRequest) -> None:
+    """Refuse ``request`` when a local Ray instance cannot hold it; on a joined cluster, see ``wait_started``."""
     if not started_locally():
         return
-    total = ray.cluster_resources()
-    need_cpu = num_workers * cpus_per_worker
-    need_gpu = num_workers * gpus_per_worker
-    if need_cpu > total.get("CPU", 0):
-        raise ConfigError(
-            f"{num_workers} workers x {cpus_per_worker:g} CPU need {need_cpu:g} CPUs, but the Ray cluster has "
-            f"{total.get('CPU', 0):g}; lower --workers or add nodes"
-        )
-    if need_gpu > total.get("GPU", 0):
-        raise ConfigError(
-            f"{num_workers} workers x {gpus_per_worker:g} GPU need {need_gpu:g} GPUs, but the Ray cluster has "
-            f"{total.get('GPU', 0):g}; drop --gpu or add GPU nodes"
-        )
+    shortfalls = request.shortfalls(ray.cluster_resources())
+    if shortfalls:
+        raise ConfigError("; and ".join(shortfalls))
+
+
+def wait_started(ready: Sequence[ray.ObjectRef], request: ResourceRequest, timeout: float,
+                 every: float = 30.0) -> None:
+    """Wait until every ref of ``ready`` (one per worker or actor, resolved once it runs) resolves.
+
+    Waiting, rather than refusing, leaves the request pending, which is what makes an
+    autoscaler add nodes. A shortage is reported at once, progress every ``every`` seconds, and
+    after ``timeout`` seconds a ``ConfigError`` says what is missing. Errors the refs hold are
+    left to the caller.
+    """
+    now = time.monotonic()
+    deadline, next_line = now + timeout, now + every
+    pending = list(ready)
+    if request.shortfalls(ray.cluster_resources()):
+        _log_wait(request, 0, deadline)
+    while pending:
+        now = time.monotonic()
+        if now >= deadline:
+            raise ConfigError(f"{len(ready) - len(pending)} of {request.count} {request.what} started in "
+                              f"{timeout:g} s: {_missing(request)}")
+        if now >= next_line:
+            _log_wait(request, len(ready) - len(pending), deadline)
+            next_line = now + every
+        # short waits: a wait without timeout blocks Ctrl-C (Python signal handlers)
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, deadline - now))
+
+
+def _missing(request: ResourceRequest) -> str:
+    total, free = ray.cluster_resources(), ray.available_resources()
+    shortfalls = request.shortfalls(total)
+    if shortfalls:
+        return "; and ".join(shortfalls)
+    return (f"the Ray cluster has the {request.needs()['CPU']:g} CPUs they need ({total.get('CPU', 0):g}), "
+            f"but only {free.get('CPU', 0):g} stay free; end the other work or add nodes")
+
+
+def _log_wait(request: ResourceRequest, started: int, deadline: float) -> None:
+    left = max(0.0, deadline - time.monotonic())
+    logger.warning(f"[raynas] waiting for {request.count} {request.what}: "
+                   f"{request.progress(ray.cluster_resources(), started)}; giving up in {left:.0f} s")

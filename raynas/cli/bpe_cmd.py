@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from raynas.cli.common import add_address
+from raynas.cli.common import add_address, non_negative_float, positive_float, positive_int
 from raynas.cli.estimate_common import add_depth_rule
 from raynas.search.samplers import SAMPLERS
 from raynas.train.config import SAMPLINGS
@@ -20,18 +20,22 @@ def add(parser: argparse.ArgumentParser) -> None:
                         help="reference table (.csv or .parquet) with columns arch, accuracy")
     parser.add_argument("--out", type=Path, required=True, help="new folder for trials/, bpe_result.json and tune/")
     parser.add_argument("--data", default=None, help="DATA override: digits | cifar10:ROOT | imagefolder:ROOT | synthetic")
-    parser.add_argument("--rounds", type=int, default=None, help="max MIP rounds (default: the file's mip.rounds)")
-    parser.add_argument("--trials-per-round", type=int, default=None, help="BPE trials per round, run in parallel")
-    parser.add_argument("--max-trials", type=int, default=None, help="stop once this many trials ran")
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop before a round after this wall time")
-    parser.add_argument("--cost-weight", type=float, default=None,
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="max MIP rounds (default: the file's mip.rounds)")
+    parser.add_argument("--trials-per-round", type=positive_int, default=None,
+                        help="BPE trials per round, run in parallel")
+    parser.add_argument("--max-trials", type=positive_int, default=None,
+                        help="stop once this many trials ran")
+    parser.add_argument("--max-seconds", type=positive_float, default=None,
+                        help="stop before a round after this wall time")
+    parser.add_argument("--cost-weight", type=non_negative_float, default=None,
                         help="lambda of the objective tau - lambda * cost / max cost (default 0: tau alone)")
     parser.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="Optuna sampler of the trials")
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
                         help="how proxy supernets sample children per step; default: the file's train.sampling, "
                              "else sandwich for mobilenet spaces and uniform for nb201")
     add_depth_rule(parser)
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--cpus-per-trial", type=positive_float, default=1.0)
     parser.add_argument("--gpu", action="store_true", help="one GPU per trial")
     parser.add_argument("--keep-runs", action="store_true", help="keep every trial's supernet checkpoints under OUT/runs")
     add_address(parser)

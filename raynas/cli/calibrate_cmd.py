@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from raynas.cli.common import add_address
+from raynas.cli.common import add_address, positive_float, positive_int
 from raynas.cli.estimate_common import add_arch_selection, checkpoint_data, common_fields, select_archs, write_rows
 from raynas.cost import CostModel
 from raynas.estimate.calibration import CalibrationConfig
@@ -27,9 +27,10 @@ def add(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pool_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calib-images", type=int, default=2000, help="N images for BN calibration (recorded)")
-    parser.add_argument("--actors", type=int, default=1, help="evaluator actors")
-    parser.add_argument("--actor-cpus", type=float, default=1.0)
+    parser.add_argument("--calib-images", type=positive_int, default=2000,
+                        help="N images for BN calibration (recorded)")
+    parser.add_argument("--actors", type=positive_int, default=1, help="evaluator actors")
+    parser.add_argument("--actor-cpus", type=positive_float, default=1.0)
     parser.add_argument("--gpu", action="store_true", help="one GPU per evaluator actor")
 
 
@@ -43,11 +44,11 @@ def pool_config(args: argparse.Namespace, seed: int, space: SearchSpace | None =
 
 
 def run(args: argparse.Namespace) -> int:
-    ensure_ray(args.address)
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint)  # every input is read before Ray starts, so bad ones fail fast
     space = checkpoint.space
     archs = select_archs(args, space)
     data = checkpoint_data(checkpoint, args.data)
+    ensure_ray(args.address)
     with EvaluatorPool(checkpoint, data, pool_config(args, args.seed)) as pool:
         results = pool.calibrate_and_evaluate(archs)
     costs = CostModel(space, checkpoint.data.num_classes, checkpoint.data.in_channels).costs(archs)

@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
-
+from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError
+from raynas.space.reader import read_yaml
 from raynas.train import Scaling, TrainConfig
+
+N = TypeVar("N", int, float)
+
+
+def at_least(low: float, kind: Callable[[str], N] = int, *, strict: bool = False) -> Callable[[str], N]:
+    """An argparse ``type=`` that parses ``kind`` and requires ``value >= low`` (``> low`` when strict).
+
+    A bad value then fails as argparse's one-line error, naming the option, the rule and the value,
+    before any data is loaded or Ray is started. Floats must also be finite.
+    """
+    rule = f"{'>' if strict else '>='} {low:g}"
+    noun = "an integer" if kind is int else "a finite number"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun} {rule}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {noun} {rule}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+positive_float = at_least(0.0, float, strict=True)
+non_negative_float = at_least(0.0, float)
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +52,13 @@ def add_training(parser: argparse.ArgumentParser, default_mode: str = "bn_only")
     parser.add_argument("--data", default="digits", help="digits | synthetic | cifar10:ROOT | imagefolder:ROOT")
     parser.add_argument("--download", action="store_true", help="let cifar10:ROOT download the dataset")
     parser.add_argument("--mode", choices=["bn_only", "full"], default=default_mode)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--lr", type=positive_float, default=None)
+    parser.add_argument("--train-images", type=positive_int, default=None, help="use only the first N training images")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig keys")
-    parser.add_argument("--workers", type=int, default=0, help="Ray Train workers; 0 runs in this process")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="Ray Train workers; 0 runs in this process")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
     parser.add_argument("--name", default=None, help="run name; re-using it resumes the run")
     add_address(parser)
@@ -37,7 +68,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the --config file, then explicit flags; unknown keys are rejected."""
     values: dict[str, Any] = {}
     if args.config is not None:
-        loaded = yaml.safe_load(args.config.read_text()) or {}
+        loaded = read_yaml(args.config, ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config}: a training config must be a mapping of TrainConfig keys")
         values.update(loaded)
@@ -51,10 +82,7 @@ def scaling(args: argparse.Namespace) -> Scaling:
     return Scaling(num_workers=args.workers, use_gpu=args.gpu)
 
 
-def data_spec(args: argparse.Namespace):
-    """The DATA string, or loaded splits when a download was asked for."""
-    if args.download:
-        from raynas.data import load_data
-
-        return load_data(args.data, download=True)
-    return args.data
+def data_spec(args: argparse.Namespace) -> DataSplits:
+    """The training data, loaded here with the run's seed (as training would), so that a bad
+    DATA or an undecodable image fails before Ray starts."""
+    return load_data(args.data, seed=train_config(args).seed, download=args.download)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from raynas.cli.common import positive_int
 from raynas.cli.estimate_common import checkpoint_data
 from raynas.deploy import export_calibrated, export_top_k, reship, resolve_source, ship_retrained
 from raynas.errors import ConfigError
@@ -30,7 +31,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--top-k", type=int, help="export the K most accurate calibrated children of --from")
     parser.add_argument("--from", dest="results", type=Path, help="search run folder (or Parquet file) for --top-k")
     parser.add_argument("--data", default=None, help="DATA for BN calibration; default: the checkpoint's dataset")
-    parser.add_argument("--calib-images", type=int, default=2000)
+    parser.add_argument("--calib-images", type=positive_int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
 
 

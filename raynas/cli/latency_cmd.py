@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from raynas.cli.common import non_negative_int, positive_int
 from raynas.estimate.latency import (
     DEFAULT_REPEATS,
     DEFAULT_ROUNDS,
@@ -23,16 +24,17 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("space", help="a shipped space name (tiny, mbv3_cifar, nb201, ...) or a .yaml path")
     parser.add_argument("--out", type=Path, required=True, help="the table file to write (JSON)")
     parser.add_argument("--gpu", action="store_true", help="measure on the GPU (cuda) instead of the CPU")
-    parser.add_argument("--resolution", type=int, nargs="+", action="extend", default=None, metavar="R",
+    parser.add_argument("--resolution", type=positive_int, nargs="+", action="extend", default=None, metavar="R",
                         help="measure only these input resolutions (keeps large spaces cheap); default: all")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads while measuring (part of the device key); default: torch's setting")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per entry")
-    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed calls per entry and pass")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved passes over the table")
-    parser.add_argument("--num-classes", type=int, default=10, help="classifier outputs of the head")
-    parser.add_argument("--in-channels", type=int, default=3, help="input image channels of the stem")
+    parser.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed calls per entry")
+    parser.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP,
+                        help="untimed calls per entry and pass")
+    parser.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS, help="interleaved passes over the table")
+    parser.add_argument("--num-classes", type=positive_int, default=10, help="classifier outputs of the head")
+    parser.add_argument("--in-channels", type=positive_int, default=3, help="input image channels of the stem")
 
 
 def run(args: argparse.Namespace) -> int:

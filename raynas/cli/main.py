@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 import optuna
 
@@ -39,8 +40,15 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other raynas error: no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raynas", description="Neural architecture search on Ray.")
+    parser = _Parser(prog="raynas", description="Neural architecture search on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         module.add(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None))

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.cli.calibrate_cmd import pool_config
-from raynas.cli.common import add_address
+from raynas.cli.common import add_address, non_negative_int, positive_float, positive_int
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
+from raynas.cli.train_cmd import add_max_failures, max_failures
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError
 from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
@@ -46,25 +47,25 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="tiny", help="space name or .yaml path")
     parser.add_argument("--data", default="digits", help="digits | synthetic | cifar10:ROOT | imagefolder:ROOT")
     parser.add_argument("--out", type=Path, default=Path("runs/main"), help="run directory")
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers for supernet training")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="Ray Train workers for supernet training")
     parser.add_argument("--gpu", action="store_true", help="train and evaluate on GPUs")
     parser.add_argument("--mode", choices=["bn_only", "full"], default=DEFAULT_TRAINING["mode"],
                         help="bn_only: the BN-NAS protocol (retrain the found children); "
                              "full: the BigNAS protocol (deploy calibrated children of a fully trained supernet)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"supernet training epochs; default {DEFAULT_TRAINING['epochs']} (bn_only), "
                              f"{FULL_MODE_EPOCHS} (full: every weight has to learn)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=positive_float, default=None,
                         help=f"supernet learning rate; default {DEFAULT_TRAINING['lr']} (bn_only), BigNAS's recipe (full)")
     parser.add_argument("--perturbations", type=int, default=20,
                         help="random perturbations around each target's best grid child (BigNAS path)")
     parser.add_argument("--sampling", choices=["sandwich", "uniform"], default=None,
                         help="children per supernet step; default: the space family's best-ranking rule")
-    parser.add_argument("--train-images", type=int, default=None)
+    parser.add_argument("--train-images", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calib-images", type=int, default=500)
-    parser.add_argument("--actors", type=int, default=2, help="evaluator actors for the search")
-    parser.add_argument("--actor-cpus", type=float, default=1.0)
+    parser.add_argument("--calib-images", type=positive_int, default=500)
+    parser.add_argument("--actors", type=positive_int, default=2, help="evaluator actors for the search")
+    parser.add_argument("--actor-cpus", type=positive_float, default=1.0)
     parser.add_argument("--finetune-epochs", type=int, default=0,
                         help="BigNAS path: fine-tune each deployed child this many epochs (default 0: none, "
                              "as BigNAS found it adds nothing)")
@@ -77,6 +78,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     add_search_options(parser)
     parser.set_defaults(trials=1000, batch_size=200)
     add_address(parser)
+    add_max_failures(parser)
 
 
 def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     print(f"[raynas] 1/4 train {space.name} ({config.mode}, {config.sampling} sampling) on {args.workers} workers: "
           f"{data.summary()}")
     trained = train_supernet(space, data, config, Scaling(num_workers=args.workers, use_gpu=args.gpu),
-                             out_dir=run.root / "train", name="supernet", address=args.address)
+                             out_dir=run.root / "train", name="supernet", address=args.address,
+                             max_failures=max_failures(args))
     checkpoint = load_checkpoint(trained.checkpoint)
     clock.lap("train supernet")
     pool = pool_config(args, args.seed, space)

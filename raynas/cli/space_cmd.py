@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from raynas.cli.common import positive_int
 from raynas.cost import CostModel
 from raynas.space import load_space
 
 
 def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("space", help="a shipped space name (tiny, mbv3_cifar, nb201, ...) or a .yaml path")
-    parser.add_argument("--num-classes", type=int, default=10, help="classifier outputs for the cost model")
-    parser.add_argument("--in-channels", type=int, default=3, help="input channels for the cost model")
+    parser.add_argument("--num-classes", type=positive_int, default=10, help="classifier outputs for the cost model")
+    parser.add_argument("--in-channels", type=positive_int, default=3, help="input channels for the cost model")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from raynas.data.images import ImageSet
 from raynas.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
 Source = tuple[ImageSet, ImageSet | None, int]
@@ -84,13 +88,24 @@ def _decode_tree(folder: Path, classes: list[str]) -> ImageSet:
         labels.extend([label] * len(found))
     if not files:
         raise DataError(f"image folder {folder} holds no images (looked for {sorted(IMAGE_SUFFIXES)} under {folder}/<class>/)")
-    first = Image.open(files[0]).convert("RGB")
-    size = first.size
+    size = _read_image(files[0]).size
     arrays = np.empty((len(files), size[1], size[0], 3), dtype=np.uint8)
     for i, path in enumerate(files):
-        image = Image.open(path).convert("RGB")
+        image = _read_image(path)
         if image.size != size:
             image = image.resize(size, Image.BILINEAR)
         arrays[i] = np.asarray(image)
     images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64))
+
+
+def _read_image(path: Path) -> Image.Image:
+    """One decoded RGB image; a truncated or corrupt file is a DataError naming it, not a PIL traceback."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError) as err:  # PIL: OSError for truncated files, SyntaxError for broken PNG chunks
+        fix = "replace it or move it out of the image folder"
+        raise DataError(f"{path}: cannot decode this image ({err}); {fix}") from err

@@ -11,6 +11,8 @@ A run directory, as ``raynas search`` and ``raynas run`` write it and ``raynas r
                           "num_classes" optional (default 10), for costs the rows lack
                         Writers add what else they know (run_id, checkpoint, sampler, seed, ...);
                         the report ignores other keys. ``write_run_metadata`` writes this file.
+                          "runs"        run id -> identity of each search written here (what
+                                        produced its rows; ``raynas.search.run_identity``)
       results/          the Parquet dataset, a ``ResultStore`` root: one row per evaluation
       report/           written by the report, replaced on every run:
         front.csv       the non-dominated rows, arch and objectives first, sorted by the first objective
@@ -53,6 +55,7 @@ from raynas.results.store import ResultStore
 from raynas.space import SearchSpace, load_space, space_from_dict
 
 RUN_JSON = "run.json"
+RUNS_KEY = "runs"
 RESULTS_DIR = "results"
 REPORT_DIR = "report"
 PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("bn_score", "bn_score"))
@@ -91,9 +94,15 @@ class RunDir:
 
 
 def write_run_metadata(root: str | os.PathLike[str], space: SearchSpace, **extra: Any) -> Path:
-    """Write ``DIR/run.json`` with the space definition, so the results outlive the space file."""
+    """Write ``DIR/run.json`` with the space definition, so the results outlive the space file.
+
+    The identities of the folder's searches (``runs``: run id -> identity) are merged into those
+    already recorded, never dropped: whoever rewrites the file, a later resume of any of them is
+    still checked against what produced it.
+    """
     run = RunDir(Path(root))
-    meta = {"space": space.definition, "space_name": space.name, **extra}
+    runs = {**(read_run_metadata(run.root).get(RUNS_KEY) or {}), **extra.pop(RUNS_KEY, {})}
+    meta = {"space": space.definition, "space_name": space.name, **extra, **({RUNS_KEY: runs} if runs else {})}
     _write_atomic(run.run_json, json.dumps(meta, indent=2, default=str) + "\n")
     return run.run_json
 

@@ -153,10 +153,16 @@ class ResultStore:
         return {(run_id, trial) for run_id, trial, _ in self.keys()}
 
     def _read_part(self, path: str, columns: list[str]) -> pa.Table:
-        with self.fs.open_input_file(path) as f:
-            parquet = pq.ParquetFile(f)
-            _check_part(path, parquet.schema_arrow, self.schema, self.space.name)
-            return parquet.read(columns=columns)
+        """One part file, checked against the schema; a corrupt part is named so it can be moved aside."""
+        try:
+            with self.fs.open_input_file(path) as f:
+                parquet = pq.ParquetFile(f)
+                _check_part(path, parquet.schema_arrow, self.schema, self.space.name)
+                return parquet.read(columns=columns)
+        except (pa.ArrowException, OSError) as err:
+            detail = " ".join(str(err).split())
+            raise ResultsError(f"{path}: not a readable Parquet file ({detail}); move it out of {self.root} "
+                               f"to read the other parts") from err
 
     def _check_columns(self, columns: Sequence[str] | None) -> list[str]:
         if columns is None:

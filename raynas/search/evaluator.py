@@ -97,6 +97,7 @@ class Evaluator:
         return float("nan")
 
     def pid(self) -> int:
+        """This process's id: the pool's liveness probe, and what a fault test kills."""
         return os.getpid()
 
     def _row(self, arch: Arch, metrics: dict[str, Any], evaluator: str, seconds: float) -> dict[str, Any]:

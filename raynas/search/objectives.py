@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,10 +45,10 @@ class Constraint:
         match = re.fullmatch(r"\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text)
         if match is None:
             raise ConfigError(f"constraint must look like 'flops<=2e8' or 'params>=1e5', got {text!r}")
-        name, op, limit = match.group(1), match.group(2), float(match.group(3))
+        name, op, number = match.groups()
         if name not in CHEAP:
             raise ConfigError(f"constraints apply to cheap objectives {list(CHEAP)} before scoring, got {name!r}")
-        return cls(name, op, limit)
+        return cls(name, op, _finite(number, text))
 
     def violation(self, value: float) -> float:
         """Relative amount by which ``value`` breaks the constraint (<= 0 when feasible)."""
@@ -56,3 +57,15 @@ class Constraint:
 
     def __str__(self) -> str:
         return f"{self.name}{self.op}{self.limit:g}"
+
+
+def _finite(number: str, text: str) -> float:
+    """The limit of a constraint: a finite number, since inf or nan would pass any feasibility check."""
+    rule = f"a constraint's limit must be a finite number such as 2e8, got {number!r} in {text!r}"
+    try:
+        limit = float(number)
+    except ValueError:
+        raise ConfigError(rule) from None
+    if not math.isfinite(limit):
+        raise ConfigError(rule)
+    return limit

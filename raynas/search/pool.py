@@ -3,20 +3,29 @@
 Actors restart when their process dies (``max_restarts``), and Ray retries the batch that was
 running (``max_task_retries``). If a batch still fails with a dead actor, the pool resubmits it to
 another actor. Results come back in input order, exactly one row per architecture.
+
+An actor gone for good (dead past its restarts) leaves the pool; when none is left, the call
+raises ``EvaluationError`` naming the batches it could not run. Before any batch, the pool checks
+that the cluster can hold its actors: a local instance refuses at once, a joined cluster (which
+may grow) is waited for up to ``wait_timeout`` seconds.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.actor import ActorHandle
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from raynas.data import DataSplits
-from raynas.errors import ConfigError
+from raynas.errors import ConfigError, EvaluationError
 from raynas.estimate.calibration import CalibrationConfig
+from raynas.ray_env import ResourceRequest, require, wait_started
 from raynas.search.evaluator import EvaluatorActor, state_to_numpy
 from raynas.space import Arch
 from raynas.train.checkpoint import LoadedCheckpoint, read_meta
@@ -31,11 +40,22 @@ class PoolConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     indicator: dict[str, Any] = field(default_factory=dict)
     spread: bool = True
+    wait_timeout: float = 600.0
+    """Seconds a joined cluster may take to make room for every actor (an autoscaler adds nodes)."""
+
+    def request(self) -> ResourceRequest:
+        return ResourceRequest(self.num_actors, self.num_cpus, self.num_gpus, "evaluator actors", "--actors")
 
 
 def pack_eval_data(data: DataSplits) -> dict[str, Any]:
     return {"calib_images": data.calib.images.numpy(), "calib_labels": data.calib.labels.numpy(),
             "val_images": data.val.images.numpy(), "val_labels": data.val.labels.numpy()}
+
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+"""Longest single ``ray.wait``: a wait without timeout blocks Ctrl-C (Python signal handlers)."""
 
 
 class EvaluatorPool:
@@ -44,6 +64,7 @@ class EvaluatorPool:
     def __init__(self, checkpoint: LoadedCheckpoint, data: DataSplits | None = None, config: PoolConfig = PoolConfig()):
         if config.num_actors < 1:
             raise ConfigError(f"num_actors must be >= 1, got {config.num_actors}")
+        require(config.request())  # a local instance never grows: refuse before starting anything
         self.config = config
         self.checkpoint = checkpoint
         meta = read_meta(checkpoint.path)
@@ -60,6 +81,11 @@ class EvaluatorPool:
                                                      config.calibration, config.indicator, device)
             for _ in range(config.num_actors)
         ]
+        try:
+            wait_started([a.pid.remote() for a in self.actors], config.request(), config.wait_timeout)
+        except BaseException:  # the caller gets no pool to shut down: end the actors here
+            self.shutdown()
+            raise
 
     def score(self, archs: Sequence[Arch], batch_size: int = 4096) -> list[dict[str, Any]]:
         return self._map("score", archs, batch_size)
@@ -68,23 +94,59 @@ class EvaluatorPool:
         return self._map("calibrate_and_evaluate", archs, batch_size)
 
     def _map(self, method: str, archs: Sequence[Arch], batch_size: int) -> list[dict[str, Any]]:
+        """Run ``method`` over ``archs`` in batches on free actors; a batch whose actor died runs again.
+
+        After a failure the actor is probed (its ``pid``): the probe returns once a restarted
+        actor is back, and fails at once for an actor gone for good, which then leaves the pool.
+        """
         batches = [[a.to_dict() for a in archs[i:i + batch_size]] for i in range(0, len(archs), batch_size)]
         results: dict[int, list[dict[str, Any]]] = {}
-        pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-        queue = list(range(len(batches)))
-        free = list(range(len(self.actors)))
-        while queue or pending:
+        running: dict[ray.ObjectRef, tuple[int | None, ActorHandle]] = {}  # batch index, None for a probe
+        queue, free = deque(range(len(batches))), deque(self.actors)
+        cause: BaseException | None = None
+        while queue or running:
             while queue and free:
-                batch, actor = queue.pop(0), free.pop(0)
-                pending[getattr(self.actors[actor], method).remote(batches[batch])] = (batch, actor)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            batch, actor = pending.pop(done[0])
-            free.append(actor)
+                batch, actor = queue.popleft(), free.popleft()
+                running[getattr(actor, method).remote(batches[batch])] = (batch, actor)
+            if not running:
+                raise self._no_actor_left(method, batches, sorted(queue), cause)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+            if not done:
+                continue
+            batch, actor = running.pop(done[0])
             try:
-                results[batch] = ray.get(done[0])
-            except RayActorError:
-                queue.insert(0, batch)  # the actor died past its retries: run the batch elsewhere
+                value = ray.get(done[0])
+            except RayActorError as err:
+                cause = err
+                if batch is not None:
+                    queue.appendleft(batch)
+                if batch is None and not isinstance(err, ActorUnavailableError):
+                    self._drop(actor, err)
+                else:  # restarting, or gone for good: the probe tells which
+                    running[actor.pid.remote()] = (None, actor)
+                continue
+            if batch is not None:
+                results[batch] = value
+            free.append(actor)
         return [row for i in range(len(batches)) for row in results[i]]
+
+    def _drop(self, actor: ActorHandle, err: BaseException) -> None:
+        self.actors.remove(actor)
+        logger.warning(f"[raynas] an evaluator actor died for good (max_restarts={self.config.max_restarts}) "
+                       f"and left the pool; {len(self.actors)} left: {_first_line(err)}")
+
+    def _no_actor_left(self, method: str, batches: list[list[dict[str, Any]]], unfinished: list[int],
+                       cause: BaseException | None) -> EvaluationError:
+        size = len(batches[0])
+        spans = ", ".join(f"batch {i} (archs {i * size}-{i * size + len(batches[i]) - 1})" for i in unfinished[:5])
+        spans += " ..." if len(unfinished) > 5 else ""
+        keys = [self.checkpoint.space.key(self.checkpoint.space.arch(a)) for a in batches[unfinished[0]][:3]]
+        return EvaluationError(
+            f"no evaluator actor is left: all {self.config.num_actors} died for good (max_restarts="
+            f"{self.config.max_restarts}), so {method} of {len(unfinished)} of {len(batches)} batches did not run: "
+            f"{spans}; the first holds {keys}{' ...' if len(batches[unfinished[0]]) > 3 else ''}; "
+            f"last cause: {_first_line(cause)}"
+        )
 
     def memory_mb(self) -> list[float]:
         return ray.get([a.memory_mb.remote() for a in self.actors])
@@ -99,3 +161,10 @@ class EvaluatorPool:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _first_line(err: BaseException | None) -> str:
+    if err is None:
+        return "unknown"
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"

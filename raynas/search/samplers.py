@@ -24,9 +24,14 @@ def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int, populati
     """A sampler from its name, or the user's own sampler object unchanged."""
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return sampler
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)} or an optuna sampler object")
+    check_sampler(sampler)
     return SAMPLERS[sampler](seed, population)
+
+
+def check_sampler(sampler: str | optuna.samplers.BaseSampler) -> None:
+    """Refuse an unknown sampler name when the search is configured, before any Ray start."""
+    if not isinstance(sampler, optuna.samplers.BaseSampler) and sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)} or an optuna sampler object")
 
 
 def sampler_name(sampler: str | optuna.samplers.BaseSampler) -> str:

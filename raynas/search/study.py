@@ -6,6 +6,12 @@ actor pool, write one closed Parquet file, tell Optuna, then append the batch's 
 to the study's journal file (which optuna-dashboard reads). A search killed at any point resumes
 from the journal and the Parquet rows, and every trial ends with exactly one row per evaluator.
 
+**Nothing lost, nothing stale.** One search writes a folder at a time (``FolderLock``); a
+resume must have the identity the search started with (checkpoint, space, evaluator, sampler,
+seeds, objectives, constraints, depth rule: ``run_identity``), and takes only its own rows; a
+journal record torn by a crash is cut off before Optuna reads it (``journal_repair``) and its
+trials come back from Parquet.
+
 **No architecture is evaluated twice.** Samplers propose repeats (NSGA-II: 358 in 1,000 trials
 on ``tiny``). A feasible trial whose architecture key was already evaluated in this run (an
 ``ok`` row, recovered rows included, or an earlier trial of the same batch) calls no evaluator:
@@ -28,24 +34,28 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import optuna
-from optuna.storages import JournalStorage
+import pandas as pd
 from optuna.distributions import CategoricalDistribution
+from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from raynas.errors import ConfigError
-from raynas.results import ResultStore
 from raynas.estimate import BNIndicator
+from raynas.results import ResultStore
+from raynas.results.folder_lock import FolderLock
 from raynas.results.report import RESULTS_DIR, read_run_metadata, write_run_metadata
 from raynas.search.costs import CheapObjectives
 from raynas.search.define import suggest_arch
+from raynas.search.journal_repair import repair_journal
 from raynas.search.objectives import CHEAP, OBJECTIVES, Constraint, parse_objectives
-from raynas.search.pool import EvaluatorPool
-from raynas.search.samplers import make_sampler, sampler_name
+from raynas.search.pool import EvaluatorPool, PoolConfig
+from raynas.search.run_identity import RunIdentity, check_resume, recorded_identity, space_hash
+from raynas.search.samplers import check_sampler, make_sampler, sampler_name
 from raynas.space import Arch
 from raynas.train.checkpoint import LoadedCheckpoint
 
@@ -57,6 +67,8 @@ ARCH_ATTR = "arch"
 COPIED = ("bn_score", "accuracy", "split", "top5", "loss", "calib_images")
 """Measured columns a ``duplicate`` row copies from the row that evaluated its architecture."""
 DUPLICATE = "duplicate"
+POPULATION_SAMPLERS = ("nsga2", "nsga3")
+"""Named samplers that use ``SearchConfig.population``."""
 
 
 @dataclass
@@ -76,6 +88,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         self.objectives = parse_objectives(self.objectives)
         self.parsed_constraints = tuple(Constraint.parse(c) for c in self.constraints)
+        check_sampler(self.sampler)
         if self.trials < 1 or self.batch_size < 1:
             raise ConfigError(f"trials and batch_size must be >= 1, got {self.trials}, {self.batch_size}")
 
@@ -100,7 +113,12 @@ class SearchResult:
 
 
 class Search:
-    """One search run in ``out_dir`` over a trained checkpoint (resumable)."""
+    """One search run in ``out_dir`` over a trained checkpoint (resumable).
+
+    It holds ``out_dir``'s lock from construction until ``run`` returns or raises (or ``close``):
+    a second search on the folder meanwhile is refused, as is resuming the folder's search
+    ``config.run_id`` under another identity (``raynas.search.run_identity``).
+    """
 
     def __init__(self, checkpoint: LoadedCheckpoint, pool: EvaluatorPool, out_dir: str | os.PathLike[str],
                  config: SearchConfig, latency_table: Any = None) -> None:
@@ -109,10 +127,23 @@ class Search:
         self.checkpoint, self.pool, self.config = checkpoint, pool, config
         self.space = checkpoint.space
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = ResultStore(self.out_dir / RESULTS_DIR, self.space)
         self.cheap = CheapObjectives(self.space, checkpoint.data.num_classes, checkpoint.data.in_channels, latency_table)
         check_satisfiable(self.cheap, config.parsed_constraints)
+        self.evaluated: dict[str, dict[str, Any]] = {}
+        """Architecture key -> the measured columns of its ``ok`` row (what a duplicate copies)."""
+        self._lock = FolderLock(self.out_dir).acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self) -> None:
+        """Under the folder's lock: check the identity, repair a torn journal, open the study, record run.json."""
+        self.identity = check_folder(self.out_dir, self.checkpoint, self.config, self.pool.config)
+        repair_journal(self.out_dir / JOURNAL_FILE)
+        config = self.config
         directions = [OBJECTIVES[o] for o in config.objectives]
         # Ask/tell runs on an in-memory study; each finished batch is then appended to the journal
         # in one go. Writing the journal per suggested parameter costs a file sync each, about
@@ -125,19 +156,34 @@ class Search:
         )
         for study in (self.study, self.journal):
             set_metric_names(study, config.objectives)
-        self.evaluated: dict[str, dict[str, Any]] = {}
-        """Architecture key -> the measured columns of its ``ok`` row (what a duplicate copies)."""
         self._write_run_file()
+
+    def close(self) -> None:
+        """Let the folder go (``run`` does this itself); for a Search that is never run."""
+        self._lock.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- the ask/tell loop --------------------------------------------------------------
     def run(self, progress: bool = True) -> SearchResult:
-        self._recover()
-        while (done := self._finished()) < self.config.trials:
-            trials = [self.study.ask() for _ in range(min(self.config.batch_size, self.config.trials - done))]
-            self._evaluate([(t, suggest_arch(t, self.space)) for t in trials])
-            if progress:
-                print(f"[raynas] search {self._finished()}/{self.config.trials} trials", flush=True)
-        calibrated = self._calibrate_top_k() if self.config.top_k and "bn_score" in self.config.objectives else []
+        """Finish the search; the folder's lock is released when this returns or raises."""
+        if not self._lock.held:
+            raise ConfigError(f"this search of {self.out_dir} has ended and let its folder go: "
+                              "make a new Search to resume it")
+        try:
+            self._recover()
+            while (done := self._finished()) < self.config.trials:
+                trials = [self.study.ask() for _ in range(min(self.config.batch_size, self.config.trials - done))]
+                self._evaluate([(t, suggest_arch(t, self.space)) for t in trials])
+                if progress:
+                    print(f"[raynas] search {self._finished()}/{self.config.trials} trials", flush=True)
+            calibrated = self._calibrate_top_k() if self.config.top_k and "bn_score" in self.config.objectives else []
+        finally:
+            self.close()
         return SearchResult(self.out_dir, self.study, self.store, calibrated)
 
     def _finished(self) -> int:
@@ -147,21 +193,26 @@ class Search:
         """Rebuild the study from the journal, then from Parquet rows the journal never got.
 
         A driver killed mid-batch loses only trials with no row: they are asked again under the
-        same numbers, so every trial ends with exactly one row. Every ``ok`` row, from the
-        journal's trials or not, marks its architecture as evaluated.
+        same numbers, so every trial ends with exactly one row. Every ``ok`` row of this search
+        (never another run id's or checkpoint's), from the journal's trials or not, marks its
+        architecture as evaluated.
         """
         persisted = [t for t in self.journal.get_trials(deepcopy=False)
                      if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
         self.study.add_trials(persisted)
-        stored = self.store.to_pandas()
+        stored = self._own_rows(self.store.to_pandas())
         if len(stored):
-            stored = stored[(stored["evaluator"] == self.config.evaluator) & (stored["run_id"] == self.config.run_id)]
+            stored = stored[stored["evaluator"] == self.config.evaluator]
             for row in stored[stored["status"] == "ok"].sort_values("trial").to_dict("records"):
                 self.evaluated.setdefault(row["arch"], measured(row))
             missing = [self._frozen(row) for row in
                        stored[stored["trial"] >= len(persisted)].sort_values("trial").to_dict("records")]
             self.study.add_trials(missing)
             self.journal.add_trials(missing)
+
+    def _own_rows(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The rows of this search: a folder may hold other searches' (other run ids or checkpoints)."""
+        return table[(table["run_id"] == self.config.run_id) & (table["checkpoint_id"] == self.checkpoint.checkpoint_id)]
 
     def _frozen(self, row: dict[str, Any]) -> optuna.trial.FrozenTrial:
         """The finished trial a stored row stands for (a ``duplicate`` row holds copied values)."""
@@ -239,7 +290,7 @@ class Search:
     # --- coarse to fine -----------------------------------------------------------------
     def _calibrate_top_k(self) -> list[dict[str, Any]]:
         """BigNAS-style second stage: calibrate the top K of the BN-score stage by Pareto rank."""
-        table = self.store.to_pandas()
+        table = self._own_rows(self.store.to_pandas())
         scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")].drop_duplicates("arch")
         done = set(table.loc[table["evaluator"] == "calibrate", "trial"])
         ranks = pareto_ranks(scored[list(self.config.objectives)].to_numpy(float),
@@ -258,23 +309,45 @@ class Search:
                              **{k: v for k, v in result.items() if k != "arch"}, "evaluator": "calibrate",
                              "started_at": started, "finished_at": time.time()})
             self.store.write_batch(rows)
-        table = self.store.to_pandas()
+        table = self._own_rows(self.store.to_pandas())
         calibrated = table[(table["evaluator"] == "calibrate") & table["trial"].isin(chosen["trial"])]
         return calibrated.sort_values("accuracy", ascending=False).to_dict("records")
 
     def _write_run_file(self) -> None:
-        """``run.json``; refuses to resume a BN-score run under another depth rule (scores would mix)."""
-        depth_rule = pool_depth_rule(self.pool)
-        before = read_run_metadata(self.out_dir).get("search") or {}
-        if (self.config.evaluator == "bn_score" and before.get("run_id") == self.config.run_id
-                and before.get("depth_rule", depth_rule) != depth_rule and len(self.store.parts())):
-            raise ConfigError(f"{self.out_dir} holds search {self.config.run_id!r} scored with depth_rule="
-                              f"{before['depth_rule']!r}; resuming it with depth_rule={depth_rule!r} would mix "
-                              f"scores: pass depth rule {before['depth_rule']!r}, or a new run id or folder")
+        """``run.json``: what the report needs, and this search's identity, which the next resume must match."""
         write_run_metadata(self.out_dir, self.space, run_id=self.config.run_id, checkpoint=str(self.checkpoint.path),
                            checkpoint_id=self.checkpoint.checkpoint_id,
-                           search={**self.config.describe(), "depth_rule": depth_rule},
-                           data=self.checkpoint.data.to_dict(), num_classes=self.checkpoint.data.num_classes)
+                           search={**self.config.describe(), "depth_rule": pool_depth_rule(self.pool)},
+                           data=self.checkpoint.data.to_dict(), num_classes=self.checkpoint.data.num_classes,
+                           runs={self.config.run_id: self.identity.to_dict()})
+
+
+def check_folder(out_dir: str | os.PathLike[str], checkpoint: LoadedCheckpoint, config: SearchConfig,
+                 pool_config: PoolConfig) -> RunIdentity:
+    """This search's identity, or ``ConfigError`` if ``out_dir`` holds search ``config.run_id`` under another.
+
+    ``Search`` checks under the folder's lock; a command may check first, to fail before it starts actors.
+    """
+    identity = search_identity(config, checkpoint, pool_config)
+    store = ResultStore(Path(out_dir) / RESULTS_DIR, checkpoint.space)
+    check_resume(out_dir, config.run_id, recorded_identity(read_run_metadata(out_dir), config.run_id, store), identity)
+    return identity
+
+
+def search_identity(config: SearchConfig, checkpoint: LoadedCheckpoint, pool_config: PoolConfig) -> RunIdentity:
+    """What decides a search's rows; a field the search does not use is None (never compared)."""
+    sampler = sampler_name(config.sampler)
+    calibration = pool_config.calibration if config.evaluator == "calibrate" else None
+    return RunIdentity(
+        checkpoint_id=checkpoint.checkpoint_id, space=checkpoint.space.name,
+        space_hash=space_hash(checkpoint.space.definition), evaluator=config.evaluator, sampler=sampler,
+        seed=config.seed, objectives=tuple(config.objectives),
+        constraints=tuple(str(c) for c in config.parsed_constraints),
+        population=config.population if sampler in POPULATION_SAMPLERS else None,
+        depth_rule=configured_depth_rule(pool_config) if config.evaluator == "bn_score" else None,
+        calib_images=calibration.images if calibration else None,
+        calib_seed=calibration.seed if calibration else None,
+    )
 
 
 def check_satisfiable(cheap: CheapObjectives, constraints: tuple[Constraint, ...]) -> None:
@@ -329,7 +402,12 @@ def set_metric_names(study: optuna.Study, objectives: tuple[str, ...]) -> None:
 
 def pool_depth_rule(pool: EvaluatorPool) -> str:
     """The depth rule the pool's BN indicator scores with (recorded in ``run.json``)."""
-    return str(pool.config.indicator.get("depth_rule", BNIndicator().depth_rule))
+    return configured_depth_rule(pool.config)
+
+
+def configured_depth_rule(pool_config: PoolConfig) -> str:
+    """The depth rule a pool of this configuration scores with."""
+    return str(pool_config.indicator.get("depth_rule", BNIndicator().depth_rule))
 
 
 def measured(row: dict[str, Any]) -> dict[str, Any]:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from raynas.errors import SpaceError
 from raynas.space.families import FAMILY_PARSERS, mobilenet, nb201
-from raynas.space.reader import Node
+from raynas.space.reader import Node, read_yaml
 from raynas.space.search_space import SearchSpace
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -38,10 +36,7 @@ def resolve_space_path(name_or_path: str | os.PathLike[str]) -> Path:
 def load_space(name_or_path: str | os.PathLike[str]) -> SearchSpace:
     """Parse and validate a space file; errors name the file, the key path and the rule."""
     path = resolve_space_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpaceError(f"{path.name}: malformed YAML: {err}") from err
+    data = read_yaml(path, SpaceError)
     return space_from_dict(data, source=path.name, default_name=path.stem)
 
 

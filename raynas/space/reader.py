@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from raynas.errors import SpaceError
+import yaml
+
+from raynas.errors import RaynasError, SpaceError
+
+
+def read_yaml(path: str | os.PathLike[str], error: type[RaynasError] = SpaceError) -> Any:
+    """The parsed YAML of ``path``. A missing or unreadable file, or bad syntax, raises ``error``
+    with one line naming the file (and the line and column of bad syntax), not a YAML traceback."""
+    file = Path(path)
+    if not file.is_file():
+        raise error(f"{file}: no such file")
+    try:
+        return yaml.safe_load(file.read_text())
+    except UnicodeDecodeError as err:
+        raise error(f"{file}: not a text file ({err.reason} at byte {err.start})") from err
+    except yaml.MarkedYAMLError as err:
+        context = f" ({err.context}{_at(err.context_mark)})" if err.context else ""
+        raise error(f"{file}: malformed YAML{_at(err.problem_mark)}: {err.problem}{context}") from err
+    except yaml.YAMLError as err:
+        raise error(f"{file}: malformed YAML: {' '.join(str(err).split())}") from err
+
+
+def _at(mark: yaml.Mark | None) -> str:
+    return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
 
 
 @dataclass(frozen=True)
@@ -22,10 +47,15 @@ class Node:
         return SpaceError(f"{where}: {rule}")
 
     def child(self, key: str | int) -> "Node":
+        """The value at ``key``; a missing key of a mapping is an error naming the key, not a KeyError."""
         if isinstance(key, int):
             path = f"{self.path}[{key}]"
         else:
             path = f"{self.path}.{key}" if self.path else key
+            if not isinstance(self.value, dict):
+                raise self.error(f"must be a mapping with key {key!r}, got {type(self.value).__name__}")
+            if key not in self.value:
+                raise self.error(f"missing required key {key!r}")
         return Node(self.value[key], self.source, path)
 
     # --- mappings -----------------------------------------------------------------------

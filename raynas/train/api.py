@@ -16,13 +16,14 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from raynas.data import DataSplits, load_data
-from raynas.errors import TrainingError
+from raynas.errors import ConfigError, TrainingError
 from raynas.ray_env import check_resources, ensure_ray
 from raynas.space import Arch, SearchSpace
-from raynas.train.checkpoint import latest_checkpoint, read_meta
+from raynas.train.checkpoint import META_FILE, latest_checkpoint, read_meta, read_state
 from raynas.train.config import TrainConfig
 from raynas.train.data_feed import pack_splits
-from raynas.train.loop import PROGRESS_FILE, progress_line, train_loop
+from raynas.train.loop import PROGRESS_FILE, STARTS_FILE, progress_line, train_loop
+from raynas.train.modes import same_schedule_so_far
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ def train_supernet(
 ) -> TrainResult:
     """Train ``space``'s supernet with the sandwich rule; returns the last checkpoint.
 
-    Re-running with the same ``out_dir`` and ``name`` resumes from that run's latest checkpoint.
+    Re-running with the same ``out_dir`` and ``name`` resumes from that run's latest checkpoint,
+    with the same space, data and config (more epochs only where the schedule so far is
+    unchanged; see ``_check_resume``). ``max_failures`` restarts a lost or failed worker group
+    that many times from the latest checkpoint; each restart is printed.
     """
     return _fit(space, data, config, scaling, out_dir, name, address, max_failures, fault, fixed_arch=None)
 
@@ -75,6 +79,8 @@ def retrain(
 
 
 def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fault, fixed_arch) -> TrainResult:
+    if max_failures < 0:
+        raise ConfigError(f"max_failures must be >= 0, got {max_failures}")
     ensure_ray(address)
     check_resources(max(scaling.num_workers, 1) if scaling.num_workers else 0, scaling.cpus_per_worker,
                     1.0 if scaling.use_gpu else 0.0)
@@ -90,6 +96,11 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
         "fault": fault, "local_dir": str(storage / name) if scaling.num_workers == 0 else None,
         "run_dir": str(storage / name),
     }
+    previous = _check_resume(storage / name, loop_config, config)
+    if previous is not None and int(read_meta(previous)["epoch"]) >= config.epochs:
+        if config.log_every_epoch:
+            print(f"[raynas] run {name} already finished its {config.epochs} epochs: {previous}", flush=True)
+        return TrainResult(previous, _history(previous), storage / name)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
@@ -107,7 +118,7 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
         ),
     )
     try:
-        result = _fit_with_progress(trainer, storage / name, config.log_every_epoch)
+        result = _fit_with_progress(trainer, storage / name, config.log_every_epoch, max_failures)
     except Exception as err:  # Ray wraps worker errors; surface ours with the checkpoint kept
         raise _unwrap(err, storage / name) from err
     if result.checkpoint is None:
@@ -115,11 +126,99 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
     return TrainResult(Path(result.checkpoint.path), _history(Path(result.checkpoint.path)), storage / name)
 
 
-def _fit_with_progress(trainer: TorchTrainer, run_dir: Path, show: bool) -> Any:
-    """Run ``trainer.fit()`` while printing one line per finished epoch from the run's progress file."""
-    progress = run_dir / PROGRESS_FILE
-    seen = len(progress.read_text().splitlines()) if progress.exists() else 0
+def _check_resume(run_dir: Path, loop_config: dict[str, Any], config: TrainConfig) -> Path | None:
+    """Refuse to continue a run under settings other than the ones it was trained with.
+
+    Otherwise its meta.json would describe a run that never happened (say, 10 cosine epochs,
+    whose first 5 followed a 5-epoch cosine). The one change allowed is the epoch count where
+    the learning rates of the steps already trained stay the same (a constant schedule): the
+    continued run then equals a run trained with the new count from the start. Returns the
+    checkpoint to resume from, None for a new run.
+    """
+    previous = latest_checkpoint(run_dir)
+    if previous is None:
+        return None
+    meta, source = read_meta(previous), previous / META_FILE
+    read_state(previous)  # an unreadable or unsafe state fails here, before any worker starts
+    try:
+        old = TrainConfig.from_dict(meta["config"])
+    except (ConfigError, KeyError, TypeError) as err:
+        raise ConfigError(f"{source}: cannot resume from it: {err}") from None
+    changed, problems = _differences(meta, old, config, loop_config)
+    done = int(meta.get("epoch", 0))
+    only_epochs = changed == ["epochs"] and len(problems) == 1
+    if not problems or (only_epochs and _extends(old, config, meta, done)):
+        return previous
+    raise ConfigError(f"run {run_dir.name} ({source}) was trained with other settings than this call asks for: "
+                      f"{'; '.join(problems)}; {_resume_advice(old, config, done, only_epochs)}")
+
+
+def _differences(meta: dict[str, Any], old: TrainConfig, new: TrainConfig,
+                 loop_config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The config keys that differ, and every difference as the user should read it."""
+    was, now = old.to_dict(), new.to_dict()
+    changed = [key for key in now if key != "log_every_epoch" and was[key] != now[key]]
+    problems = [f"{key}: {was[key]!r} -> {now[key]!r}" for key in changed]
+    for key, ours, what in (("space", "space", "search space"), ("fixed_arch", "fixed_arch", "retrained child")):
+        if _plain(meta.get(key)) != _plain(loop_config[ours]):
+            problems.append(f"the {what} differs")
+    data_was, data_now = _plain(meta.get("data")) or {}, _plain(loop_config["info"])
+    if data_was != data_now:
+        problems.append(f"the data differs ({', '.join(k for k in data_now if data_was.get(k) != data_now[k])})")
+    return changed, problems
+
+
+def _resume_advice(old: TrainConfig, new: TrainConfig, done: int, only_epochs: bool) -> str:
+    if only_epochs and new.epochs < done:
+        return (f"it already trained {done} epochs; resume with epochs={old.epochs}, or start a new run under "
+                "another name")
+    if only_epochs:
+        return (f"the {old.schedule} schedule spreads over all epochs, so a {new.epochs}-epoch run would have given "
+                f"other learning rates to the {done} epoch(s) already trained; train a new run under another name "
+                f"for {new.epochs} epochs, or resume with epochs={old.epochs}")
+    return "resume with the run's own settings (the 'config' of its meta.json), or start a new run under another name"
+
+
+def _extends(old: TrainConfig, new: TrainConfig, meta: dict[str, Any], done: int) -> bool:
+    """Whether ``new`` only changes the epoch count, to at least ``done``, keeping past learning rates."""
+    history = meta.get("metrics") or []
+    if new.epochs < done or not done or not history or "step" not in history[-1]:
+        return False
+    steps = int(history[-1]["step"])
+    return same_schedule_so_far(old, new, steps, steps // done)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as meta.json stores it (lists for tuples), so a loop setting compares with its record."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class _JsonLines:
+    """The complete JSON lines a worker appended to ``file`` since this reader was made."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.seen = len(self._lines())
+
+    def _lines(self) -> list[str]:
+        text = self.file.read_text() if self.file.exists() else ""
+        return text[:text.rfind("\n") + 1].splitlines()  # a line still being written waits
+
+    def new(self) -> list[dict[str, Any]]:
+        lines = self._lines()
+        fresh, self.seen = lines[self.seen:], len(lines)
+        return [json.loads(line) for line in fresh]
+
+
+def _fit_with_progress(trainer: TorchTrainer, run_dir: Path, show: bool, max_failures: int) -> Any:
+    """Run ``trainer.fit()`` while printing a line per finished epoch and one per restart of the workers.
+
+    The worker loop appends each epoch's metrics to the progress file and, on every start, the
+    epoch it resumes from to the starts file: a second start within one fit is a restart.
+    """
+    progress, starts = _JsonLines(run_dir / PROGRESS_FILE), _JsonLines(run_dir / STARTS_FILE)
     outcome: dict[str, Any] = {}
+    started = 0
 
     def fit() -> None:
         try:
@@ -129,19 +228,31 @@ def _fit_with_progress(trainer: TorchTrainer, run_dir: Path, show: bool) -> Any:
 
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
-    while thread.is_alive() or seen is not None:
+    while True:
         thread.join(timeout=0.5)
-        if show and progress.exists():
-            lines = progress.read_text().splitlines()
-            for line in lines[seen:]:
-                metrics = json.loads(line)
-                print(progress_line(metrics, metrics["epochs"]), flush=True)
-            seen = len(lines)
+        # A start from epoch E comes after epoch E's line and before epoch E + 1's.
+        events = [((m["epoch"], 0), m) for m in progress.new()] + [((s["from_epoch"], 1), s) for s in starts.new()]
+        for _, event in sorted(events, key=lambda keyed: keyed[0]):
+            if "from_epoch" in event:
+                started += 1
+                line = _start_line(run_dir.name, event["from_epoch"], started - 1, max_failures)
+                if line and (show or started > 1):
+                    print(line, flush=True)
+            elif show:
+                print(progress_line(event, event["epochs"]), flush=True)
         if not thread.is_alive():
             break
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _start_line(name: str, from_epoch: int, restart: int, max_failures: int) -> str | None:
+    """What a start of the worker loop means to the user: a resume, a restart, or nothing to say."""
+    where = f"checkpoint epoch {from_epoch}" if from_epoch else "the start (no checkpoint yet)"
+    if restart:
+        return f"[raynas] training worker lost or failed; restarting from {where} (restart {restart}/{max_failures})"
+    return f"[raynas] resuming run {name} from {where}" if from_epoch else None
 
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:

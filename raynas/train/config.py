@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ class TrainConfig:
     log_every_epoch: bool = True
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _typed(field.name, getattr(self, field.name), field.type))
         _check_choice("mode", self.mode, MODES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("classifier", self.classifier, CLASSIFIER_MODES)
@@ -85,6 +88,38 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return self.from_dict({**self.to_dict(), **changes})
+
+
+_EXPECTED = {"int": "an int", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
+
+
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """``value`` as the field's type (numpy scalars become Python ones), or a ``ConfigError``.
+
+    ``annotation`` is the field's type as written ("int", "float", "int | None", ...). An int is
+    a valid float; a bool is neither an int nor a float here, though Python treats it as one.
+    """
+    allowed = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in allowed:
+        return None
+    if not isinstance(value, bool):
+        if "int" in allowed and isinstance(value, numbers.Integral):
+            return int(value)
+        if "float" in allowed and isinstance(value, numbers.Real):
+            return float(value)
+        if "str" in allowed and isinstance(value, str):
+            return value
+    elif "bool" in allowed:
+        return bool(value)
+    expected = " or ".join(_EXPECTED[part] for part in allowed)
+    hint = ""
+    if isinstance(value, str) and "float" in allowed:
+        try:
+            float(value)
+            hint = " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
+        except ValueError:
+            pass
+    raise ConfigError(f"training config key {name!r} must be {expected}, got {value!r} ({type(value).__name__}){hint}")
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:

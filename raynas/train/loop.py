@@ -25,13 +25,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from raynas.space import Arch, space_from_dict
 from raynas.supernet import BATCHNORMS, build_supernet
-from raynas.train.checkpoint import latest_checkpoint, read_state, write_checkpoint
+from raynas.train.checkpoint import latest_checkpoint, read_state, restore_rng, rng_state, write_checkpoint
 from raynas.train.config import TrainConfig
 from raynas.train.data_feed import ShardFeed
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler, zero_init_residual_gamma
 from raynas.train.sandwich import Member, sandwich_members, sandwich_step
 
 PROGRESS_FILE = "progress.jsonl"
+STARTS_FILE = "starts.jsonl"
+"""One line per start of the worker loop (first start and every restart): the epoch it resumes from."""
 
 
 class FixedChild(nn.Module):
@@ -84,6 +86,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)
     start_epoch, step, history = _resume(model, optimizer, scheduler, loop_config.get("local_dir"))
+    if rank == 0:
+        _append_line(Path(loop_config["run_dir"]) / STARTS_FILE, {"from_epoch": start_epoch})
     counter = AllreduceCounter()
     net: nn.Module = model
     if world > 1 and dist.is_initialized():
@@ -103,7 +107,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         history.append(metrics)
         _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config, metrics)
         if rank == 0:
-            _append_progress(Path(loop_config["run_dir"]), metrics, config.epochs)
+            _append_line(Path(loop_config["run_dir"]) / PROGRESS_FILE, {**metrics, "epochs": config.epochs})
         _maybe_inject_fault(loop_config.get("fault"), rank, epoch)
 
 
@@ -145,7 +149,7 @@ def _resume(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
+    restore_rng(state)
     return state["epoch"] + 1, state["step"], state["history"]
 
 
@@ -177,7 +181,7 @@ def _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config
         ray.train.report(metrics, checkpoint=None)
         return
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "history": history}
+             **rng_state(), "epoch": epoch, "step": step, "history": history}
     meta = {"format": "raynas-checkpoint/1", "run_name": loop_config["run_name"], "epoch": epoch + 1,
             "space": loop_config["space"], "space_name": loop_config["space_name"], "config": loop_config["train"],
             "data": loop_config["info"], "fixed_arch": loop_config.get("fixed_arch"),
@@ -191,11 +195,11 @@ def _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _append_progress(run_dir: Path, metrics: dict[str, Any], epochs: int) -> None:
-    """One JSON line per epoch; the driver tails this file to show progress."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / PROGRESS_FILE, "a") as progress:
-        progress.write(json.dumps({**metrics, "epochs": epochs}) + "\n")
+def _append_line(file: Path, record: dict[str, Any]) -> None:
+    """One JSON line (an epoch's metrics, a start); the driver tails these files to show progress."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "a") as lines:
+        lines.write(json.dumps(record) + "\n")
 
 
 def progress_line(metrics: dict[str, Any], epochs: int) -> str:

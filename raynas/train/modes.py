@@ -95,3 +95,13 @@ def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, config: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, config))
+
+
+def same_schedule_so_far(old: TrainConfig, new: TrainConfig, steps: int, steps_per_epoch: int) -> bool:
+    """Whether ``new`` prescribes exactly the learning rates ``old`` used for the first ``steps`` steps.
+
+    Then a run trained with ``old`` and continued with ``new`` equals a run trained with ``new``
+    throughout (e.g. more epochs on a constant schedule, but not on a cosine one, whose shape
+    spans all epochs).
+    """
+    return all(lr_factor(s, steps_per_epoch, old) == lr_factor(s, steps_per_epoch, new) for s in range(steps))
