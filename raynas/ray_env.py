@@ -19,6 +19,9 @@ from raynas.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+POLL_SECONDS = 1.0
+"""Longest single ``ray.wait``: a wait without a timeout keeps Ctrl-C (a Python signal) from landing."""
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
     """Start or join Ray once. ``address`` is None (local), "auto" or "ray://host:10001".
@@ -113,8 +116,7 @@ def wait_started(ready: Sequence[ray.ObjectRef], request: ResourceRequest, timeo
         if now >= next_line:
             _log_wait(request, len(ready) - len(pending), deadline)
             next_line = now + every
-        # short waits: a wait without timeout blocks Ctrl-C (Python signal handlers)
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, deadline - now))
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(POLL_SECONDS, deadline - now))
 
 
 def _missing(request: ResourceRequest) -> str:

@@ -25,10 +25,12 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from raynas.data import DataSplits
 from raynas.errors import ConfigError, EvaluationError
 from raynas.estimate.calibration import CalibrationConfig
-from raynas.ray_env import ResourceRequest, require, wait_started
+from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
 from raynas.search.evaluator import EvaluatorActor, state_to_numpy
 from raynas.space import Arch
 from raynas.train.checkpoint import LoadedCheckpoint, read_meta
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,12 +52,6 @@ class PoolConfig:
 def pack_eval_data(data: DataSplits) -> dict[str, Any]:
     return {"calib_images": data.calib.images.numpy(), "calib_labels": data.calib.labels.numpy(),
             "val_images": data.val.images.numpy(), "val_labels": data.val.labels.numpy()}
-
-
-logger = logging.getLogger(__name__)
-
-POLL_SECONDS = 1.0
-"""Longest single ``ray.wait``: a wait without timeout blocks Ctrl-C (Python signal handlers)."""
 
 
 class EvaluatorPool:
@@ -141,11 +137,11 @@ class EvaluatorPool:
         spans = ", ".join(f"batch {i} (archs {i * size}-{i * size + len(batches[i]) - 1})" for i in unfinished[:5])
         spans += " ..." if len(unfinished) > 5 else ""
         keys = [self.checkpoint.space.key(self.checkpoint.space.arch(a)) for a in batches[unfinished[0]][:3]]
+        n, restarts = self.config.num_actors, self.config.max_restarts
         return EvaluationError(
-            f"no evaluator actor is left: all {self.config.num_actors} died for good (max_restarts="
-            f"{self.config.max_restarts}), so {method} of {len(unfinished)} of {len(batches)} batches did not run: "
-            f"{spans}; the first holds {keys}{' ...' if len(batches[unfinished[0]]) > 3 else ''}; "
-            f"last cause: {_first_line(cause)}"
+            f"no evaluator actor is left: {n} of {n} died for good (max_restarts={restarts}), so {method} of "
+            f"{len(unfinished)} of {len(batches)} batches did not run: {spans}; the first holds {keys}"
+            f"{' ...' if len(batches[unfinished[0]]) > 3 else ''}; last cause: {_first_line(cause)}"
         )
 
     def memory_mb(self) -> list[float]:

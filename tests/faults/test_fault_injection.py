@@ -63,13 +63,15 @@ def journal_finished(run_dir: Path, run_id: str) -> int:
 
 
 def check_rows(run_dir: Path, run_id: str, evaluator: str, trials: int | None = None) -> pd.DataFrame:
-    """No trial has two rows of one evaluator; with ``trials``, every trial below it has one row."""
+    """The stored trials are 0..n-1, each with one row of ``evaluator`` (batches are written in
+    order, so a gap is a lost row); with ``trials``, n is that and every row holds a result."""
     rows = stored_rows(run_dir, run_id)
     rows = rows[rows["evaluator"] == evaluator]
     counts = rows.groupby("trial").size()
     assert (counts == 1).all(), f"trials with more than one {evaluator} row: {counts[counts > 1].to_dict()}"
+    assert sorted(rows["trial"]) == list(range(len(rows))), f"a trial below {rows['trial'].max()} has no row"
     if trials is not None:
-        assert sorted(rows["trial"]) == list(range(trials)), "a trial is missing"
+        assert len(rows) == trials, f"{len(rows)} of {trials} trials have a row"
         assert rows["status"].isin(["ok", "duplicate"]).all(), rows.loc[~rows["status"].isin(["ok", "duplicate"])]
     return rows
 
@@ -101,15 +103,17 @@ def parts(run_dir: Path) -> int:
 @pytest.mark.timeout(420)
 def test_a_killed_search_driver_resumes_without_losing_duplicating_or_mixing_rows(cluster, trained, tmp_path):
     resize(cluster, 2)
-    run_dir, log, trials = tmp_path / "run", tmp_path / "driver.log", 200
+    run_dir, log, trials = tmp_path / "run", tmp_path / "driver.log", 300
     # another run in the same folder: its rows must stay as they are, and never count as ours
     with EvaluatorPool(trained, None, PoolConfig(num_actors=1, num_cpus=0.5)) as pool:
         search(trained, pool, run_dir, SearchConfig(trials=20, batch_size=10, top_k=0, run_id="other"), progress=False)
     other = stored_rows(run_dir, "other").sort_values("trial").reset_index(drop=True)
     rng, kills = random.Random(SEED), []
     for _ in range(3):
-        target = parts(run_dir) + rng.randint(1, 5)
-        delay = rng.uniform(0.0, 0.3)  # after the part file: inside the next batch, or before the journal
+        # Kill a seeded delay after a seeded number of new part files: inside a batch, between its
+        # part file and its journal entry, or (batches are fast) a few batches later.
+        target = parts(run_dir) + rng.randint(1, 4)
+        delay = rng.uniform(0.0, 0.1)
         driver = start_driver(trained.path, run_dir, cluster.address, log, trials)
         try:
             wait_for(lambda target=target, driver=driver: parts(run_dir) >= target or driver.poll() is not None,
@@ -122,7 +126,7 @@ def test_a_killed_search_driver_resumes_without_losing_duplicating_or_mixing_row
         kills.append(len(stored_rows(run_dir, "main")))
         check_rows(run_dir, "main", "bn_score")
         assert journal_finished(run_dir, "main") <= kills[-1], "the journal holds a trial Parquet lacks"
-    assert kills == sorted(kills) and kills[-1] < trials, f"rows at each kill: {kills}"
+    assert kills == sorted(kills), f"rows at each kill: {kills}"
     driver = start_driver(trained.path, run_dir, cluster.address, log, trials)
     assert driver.wait(timeout=240) == 0, log.read_text()[-3000:]
     check_rows(run_dir, "main", "bn_score", trials)

@@ -163,7 +163,7 @@ def test_no_actor_left_is_an_error_naming_the_batches_not_a_busy_loop(trained):
         with pytest.raises(EvaluationError) as caught:
             pool.score(archs, batch_size=4)
     message = str(caught.value)
-    assert message.startswith("no evaluator actor is left: all 1 died for good (max_restarts=0), so score of "
+    assert message.startswith("no evaluator actor is left: 1 of 1 died for good (max_restarts=0), so score of "
                               "3 of 3 batches did not run: batch 0 (archs 0-3), batch 1 (archs 4-7), "
                               "batch 2 (archs 8-9); the first holds "), message
     assert checkpoint.space.key(archs[0]) in message and "last cause: ActorDiedError" in message
