@@ -10,7 +10,8 @@ from raynas.space.families import FAMILY_PARSERS, mobilenet, nb201
 from raynas.space.reader import Node, read_yaml
 from raynas.space.search_space import SearchSpace
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SHIPPED_DIR = Path(__file__).parents[1] / "search_spaces"
+"""The package's copy of the top-level ``search_spaces/`` (a link in a checkout, files in a wheel)."""
 COMMON_KEYS = ("name", "family", "description", "notes")
 FAMILY_KEYS = {"mobilenet": mobilenet.FAMILY_KEYS, "nb201": nb201.FAMILY_KEYS}
 
