@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from raynas.cli import main
 
 
@@ -20,3 +22,12 @@ def test_unknown_space_is_a_clear_error(capsys):
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "raynas", "space", "tiny"], capture_output=True, text=True)
     assert result.returncode == 0 and "architectures: 12,800" in result.stdout
+
+
+def test_version_is_the_packaged_one(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"raynas {version('raynas')}"

@@ -22,6 +22,16 @@ from raynas.bpe.mip import (
     run_bpe,
     trial_objectives,
 )
+from raynas.bpe.proxy import (
+    PROXY_FILE,
+    PROXY_SCHEMA,
+    load_reference_column,
+    proxy_child_space,
+    proxy_evaluate,
+    rank_against,
+    read_proxy_rows,
+)
+from raynas.bpe.proxy_setting import ProxySetting, from_bpe_result, load_proxy_setting
 from raynas.bpe.reference import Reference, load_reference, make_reference
 from raynas.bpe.space import (
     DEFAULTS,
@@ -37,8 +47,10 @@ from raynas.bpe.space import (
 )
 
 __all__ = [
-    "BPEResult", "BPESpace", "BPETrial", "DEFAULTS", "HYPERPARAMETERS", "MIPConfig", "NATIVE", "ProxyTask",
-    "PruneDecision", "Reference", "RoundSummary", "TRIAL_SCHEMA", "evaluate_setting", "load_bpe_space",
-    "load_reference", "make_reference", "proxy_arch", "proxy_space", "prune_decision", "rank_correlation",
-    "read_trials", "run_bpe", "sample_reference_archs", "scale_width", "trial_config", "trial_objectives",
+    "BPEResult", "BPESpace", "BPETrial", "DEFAULTS", "HYPERPARAMETERS", "MIPConfig", "NATIVE", "PROXY_FILE",
+    "PROXY_SCHEMA", "ProxySetting", "ProxyTask", "PruneDecision", "Reference", "RoundSummary", "TRIAL_SCHEMA",
+    "evaluate_setting", "from_bpe_result", "load_bpe_space", "load_proxy_setting", "load_reference",
+    "load_reference_column", "make_reference", "proxy_arch", "proxy_child_space", "proxy_evaluate", "proxy_space",
+    "prune_decision", "rank_against", "rank_correlation", "read_proxy_rows", "read_trials", "run_bpe",
+    "sample_reference_archs", "scale_width", "trial_config", "trial_objectives",
 ]

@@ -10,11 +10,13 @@ from typing import NoReturn
 
 import optuna
 
+import raynas
 from raynas.cli import (
     bpe_cmd,
     calibrate_cmd,
     export_cmd,
     latency_cmd,
+    proxy_cmd,
     report_cmd,
     retrain_cmd,
     run_cmd,
@@ -37,6 +39,7 @@ COMMANDS: dict[str, ModuleType] = {
     "latency": latency_cmd,
     "export": export_cmd,
     "bpe": bpe_cmd,
+    "proxy": proxy_cmd,
 }
 
 
@@ -49,6 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="raynas", description="Neural architecture search on Ray.")
+    parser.add_argument("--version", action="version", version=f"raynas {raynas.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         module.add(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None))

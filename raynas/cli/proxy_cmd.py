@@ -1,0 +1,111 @@
+"""Train architectures standalone under a cheap proxy setting (BPE) and rank them by val accuracy.
+
+    raynas proxy SPACE --archs FILE --setting FILE.yaml [--data DATA] [--out DIR]
+                 [--reference CSV --accuracy-column NAME] [--epochs N ...]
+
+Writes ``DIR/proxy.parquet`` (one row per architecture and setting; re-running resumes) and
+prints a table; with ``--reference``, Kendall tau and Spearman rho against its accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raynas.cli.common import (
+    add_address,
+    at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from raynas.cli.estimate_common import read_arch_file
+
+if TYPE_CHECKING:  # the bpe package pulls in Ray Tune and scipy: load it only when the command runs
+    import pandas as pd
+
+    from raynas.bpe import Reference
+
+SETTING_FLAGS: dict[str, tuple[Any, str]] = {
+    "channels": (positive_int, "C: channels of the first stage"),
+    "cells_per_stage": (positive_int, "N: cells per stage"),
+    "resolution": (at_least(4), "input size the images are resized to"),
+    "epochs": (positive_int, "training epochs"),
+    "batch_size": (positive_int, "training batch size"),
+    "lr": (positive_float, "SGD learning rate (cosine schedule)"),
+    "data_fraction": (positive_float, "fraction of the training split, in (0, 1]"),
+    "weight_decay": (non_negative_float, "SGD weight decay"),
+    "seed": (non_negative_int, "init, batch order and the train/val split"),
+}
+"""Setting key -> (argparse type, help); ``--augment/--no-augment`` is the boolean one."""
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", help="space name or .yaml path (nb201 family)")
+    parser.add_argument("--archs", type=Path, required=True,
+                        help="keys, one per line, or a CSV/Parquet file with an `arch` column")
+    parser.add_argument("--setting", type=Path, default=None,
+                        help="YAML of proxy setting keys, or a bpe_result.json of `raynas bpe` "
+                             "(default: the paper's BPE1, see search_spaces/bpe/proxy/nb201_cifar10_proxy.yaml)")
+    parser.add_argument("--data", default="digits", help="digits | synthetic | cifar10:ROOT | imagefolder:ROOT")
+    parser.add_argument("--out", type=Path, default=Path("runs/proxy"), help="folder of proxy.parquet (resumed)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="table (.csv/.parquet) with `arch` and true accuracies, to rank against")
+    parser.add_argument("--accuracy-column", default="accuracy", help="the reference's accuracy column")
+    group = parser.add_argument_group("setting overrides (win over --setting)")
+    for key, (kind, text) in SETTING_FLAGS.items():
+        group.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=text)
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="random crop and flip while training")
+    parser.add_argument("--cpus-per-arch", type=positive_float, default=1.0,
+                        help="CPUs (and torch threads) per architecture's task")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per architecture")
+    add_address(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from raynas.bpe.proxy import (
+        check_reference_covers,
+        load_reference_column,
+        proxy_child_space,
+        proxy_evaluate,
+    )
+    from raynas.bpe.proxy_setting import ProxySetting, load_proxy_setting
+    from raynas.space import load_space
+
+    space = load_space(args.space)
+    setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
+    setting = setting.replace("command line", **{key: getattr(args, key) for key in (*SETTING_FLAGS, "augment")})
+    proxy_child_space(space, setting)  # refuses a family it cannot map, before anything is read or trained
+    archs = read_arch_file(args.archs, space)
+    reference = None
+    if args.reference is not None:
+        reference = load_reference_column(args.reference, space, args.accuracy_column)
+        check_reference_covers(reference, [space.key(a) for a in archs])
+    print(f"proxy {setting.describe()} on {args.data}: {len(archs)} architectures", flush=True)
+    rows = proxy_evaluate(space, archs, setting, args.data, args.out, address=args.address, use_gpu=args.gpu,
+                          cpus_per_arch=args.cpus_per_arch, on_row=_progress)
+    _report(rows, reference, args.accuracy_column, args.out)
+    return 0
+
+
+def _progress(row: dict[str, Any]) -> None:
+    print(f"  {row['arch']}  proxy_accuracy {row['proxy_accuracy']:.4f}  {row['seconds']:.1f}s", flush=True)
+
+
+def _report(rows: pd.DataFrame, reference: Reference | None, column: str, out: Path) -> None:
+    from raynas.bpe.proxy import PROXY_FILE, rank_against
+
+    frame = rows[["arch", "proxy_accuracy", "seconds", "status"]].copy()
+    if reference is not None:
+        frame[column] = frame["arch"].map(dict(zip(reference.keys, reference.accuracy)))
+    frame = frame.sort_values("proxy_accuracy", ascending=False, na_position="last")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"mean seconds per architecture: {rows['seconds'].mean():.1f}")
+    if reference is not None:
+        ranks = rank_against(rows, reference)
+        print(f"against {reference.source}:{column} over {ranks['archs']:.0f} architectures: "
+              f"spearman rho {ranks['spearman_rho']:.4f}  kendall tau {ranks['kendall_tau']:.4f}")
+    print(f"wrote {out / PROXY_FILE}")
