@@ -9,8 +9,10 @@ description. Each round:
    trial that agrees with the current fixed values, so the sampler keeps what it learnt;
 2. fits fANOVA (``optuna.importance.FanovaImportanceEvaluator``, a random forest) on the
    objective of all trials so far, over the free hyper-parameters (``param_importances``);
-3. fixes the least important one at its best value: the value with the best mean objective
-   among the trials that used it (``prune_decision``, pure: no Ray, no training).
+3. fixes the least important one at its **cheapest** value, as the paper does: the tried value
+   whose trials had the lowest mean measured cost (``fix_at: cheapest``, the default), or at its
+   best value, the one with the best mean objective (``fix_at: best``) (``prune_decision``,
+   pure: no Ray, no training).
 
 It stops when one free hyper-parameter is left or the budget (rounds, total trials, seconds;
 checked between rounds) is spent. The chosen setting is the best trial that agrees with every
@@ -44,7 +46,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +105,9 @@ class PruneDecision:
     value: Any
     importances: dict[str, float]
     value_means: dict[str, float]
-    """Mean objective per tried value of ``param`` (values as strings, for JSON)."""
+    """Per tried value of ``param`` (as strings, for JSON): its mean cost seconds under
+    ``fix_at="cheapest"``, its mean objective under ``fix_at="best"``."""
+    fix_at: str = "cheapest"
 
 
 def trial_objectives(records: Sequence[Record], cost_weight: float = 0.0) -> np.ndarray:
@@ -156,8 +160,23 @@ def best_value(records: Sequence[Record], param: str, choices: Sequence[Any],
     return value, {str(k): v for k, v in means.items()}
 
 
+def cheapest_value(records: Sequence[Record], param: str, choices: Sequence[Any]) -> tuple[Any, dict[str, float]]:
+    """The tried value of ``param`` whose trials cost least on average (measured seconds; ties: first in ``choices``).
+
+    Least important means it barely moves the ranking, so its cost is what it still decides.
+    """
+    costs = [_finite_or_zero(r.get("cost_seconds")) for r in records]
+    value, negated = best_value(records, param, choices, [-c for c in costs])
+    return value, {k: -v for k, v in negated.items()}
+
+
+FIX_AT: dict[str, Callable[..., tuple[Any, dict[str, float]]]] = {"cheapest": lambda records, param, choices, objectives: cheapest_value(records, param, choices),
+          "best": best_value}
+"""How MIP picks the value of the hyper-parameter it prunes."""
+
+
 def prune_decision(records: Sequence[Record], free: Sequence[str], choices: Mapping[str, Sequence[Any]],
-                   cost_weight: float = 0.0, seed: int = 0) -> PruneDecision:
+                   cost_weight: float = 0.0, seed: int = 0, fix_at: str = "cheapest") -> PruneDecision:
     """MIP's step: the least important free hyper-parameter and the value to fix it at.
 
     ``records`` are trial rows (each hyper-parameter, ``tau``, ``cost_seconds``); ``free`` lists
@@ -172,8 +191,8 @@ def prune_decision(records: Sequence[Record], free: Sequence[str], choices: Mapp
     explored = [p for p in free if len({r[p] for r in records}) > 1] or list(free)
     lowest = min(importances[p] for p in explored)
     param = next(p for p in explored if importances[p] == lowest)
-    value, means = best_value(records, param, choices[param], objectives)
-    return PruneDecision(param, value, importances, means)
+    value, evidence = FIX_AT[fix_at](records, param, choices[param], objectives)
+    return PruneDecision(param, value, importances, evidence, fix_at)
 
 
 def _finite_or_zero(value: Any) -> float:
@@ -340,7 +359,8 @@ class _Loop:
             decision = None
             reason = "at most one free hyper-parameter left" if len(free) <= 1 else self._budget_spent(round_index + 1)
             if not reason:
-                decision = prune_decision(self.records, free, self.bpe.choices, self.mip.cost_weight, self.bpe.seed)
+                decision = prune_decision(self.records, free, self.bpe.choices, self.mip.cost_weight, self.bpe.seed,
+                                          self.mip.fix_at)
             self._summarise(round_index, rows, free, fixed, decision, time.monotonic() - round_started)
             if reason:
                 break

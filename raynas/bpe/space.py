@@ -108,6 +108,10 @@ SET_BY_HYPERPARAMETERS = ("mode", "epochs", "batch_size", "lr", "num_random", "t
 Setting = dict[str, Any]
 
 
+FIX_AT_CHOICES = ("cheapest", "best")
+"""Where MIP fixes a pruned hyper-parameter (see ``raynas.bpe.mip``)."""
+
+
 @dataclass(frozen=True)
 class MIPConfig:
     """The budget and objective of minimum importance pruning.
@@ -118,6 +122,8 @@ class MIPConfig:
     max_seconds:      stop before a round once this much wall time passed (None: no cap).
     cost_weight:      lambda of the objective tau - lambda * cost / max cost (0: tau alone).
     sampler:          Optuna sampler name (``raynas.search.samplers.SAMPLERS``).
+    fix_at:           "cheapest" (the paper: a pruned hyper-parameter is fixed at its tried value
+                      of lowest mean cost) or "best" (its value of best mean objective).
     """
 
     rounds: int = 3
@@ -126,6 +132,7 @@ class MIPConfig:
     max_seconds: float | None = None
     cost_weight: float = 0.0
     sampler: str = "tpe"
+    fix_at: str = "cheapest"
 
     def __post_init__(self) -> None:
         for name in ("rounds", "trials_per_round", "max_trials"):
@@ -138,6 +145,8 @@ class MIPConfig:
             raise ConfigError(f"cost_weight must be a finite number >= 0, got {self.cost_weight!r}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; valid samplers: {sorted(SAMPLERS)}")
+        if self.fix_at not in FIX_AT_CHOICES:
+            raise ConfigError(f"fix_at must be one of {list(FIX_AT_CHOICES)}, got {self.fix_at!r}")
 
     def replace(self, **changes: Any) -> "MIPConfig":
         """A copy with the given fields changed; None values leave a field as it is."""

@@ -26,7 +26,8 @@ from raynas.bpe import (
     trial_config,
     trial_objectives,
 )
-from raynas.bpe.mip import best_value, round_searcher, write_round
+from raynas.bpe.mip import FIX_AT, best_value, round_searcher, write_round
+from raynas.bpe.space import FIX_AT_CHOICES, MIPConfig
 from raynas.cli import main
 from raynas.errors import ArchError, ConfigError, SpaceError
 from raynas.space import load_space
@@ -254,9 +255,20 @@ def test_pruning_fixes_the_least_important_hyperparameter_first():
     first = prune_decision(records, free, CHOICES, seed=0)
     assert first.param == "batch_size"
     assert first.importances["lr"] > first.importances["epochs"] > first.importances["batch_size"]
-    second = prune_decision(records, ["epochs", "lr"], CHOICES, seed=0)
+    second = prune_decision(records, ["epochs", "lr"], CHOICES, seed=0, fix_at="best")
     assert (second.param, second.value) == ("epochs", 2)
-    assert prune_decision(records, ["lr"], CHOICES).value == 0.5
+    assert prune_decision(records, ["lr"], CHOICES, fix_at="best").value == 0.5
+
+
+def test_pruning_fixes_at_the_cheapest_value_by_default_as_the_paper_does():
+    records = _synthetic_records()  # epochs=2 ranks a little better and costs twice as much
+    decision = prune_decision(records, ["epochs", "lr"], CHOICES, seed=0)
+    assert (decision.param, decision.value, decision.fix_at) == ("epochs", 1, "cheapest")
+    assert decision.value_means == {"1": 10.0, "2": 20.0}  # mean measured seconds per value
+    assert MIPConfig().fix_at == "cheapest" and MIPConfig(fix_at="best").fix_at == "best"
+    with pytest.raises(ConfigError, match="fix_at must be one of"):
+        MIPConfig(fix_at="cheap")
+    assert set(FIX_AT) == set(FIX_AT_CHOICES)
 
 
 def test_a_hyperparameter_never_varied_is_not_pruned_for_lack_of_evidence():
