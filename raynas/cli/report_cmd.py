@@ -14,12 +14,14 @@ def add(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated, e.g. accuracy,flops; default: accuracy (or bn_score),flops")
     parser.add_argument("--evaluator", default=None,
                         help="whose rows to use (calibrate, bn_score, ...); default: calibrate, else bn_score")
+    parser.add_argument("--run-id", default=None,
+                        help="which search's rows, when DIR holds several; default: the only one, else run.json's")
     parser.add_argument("--space", default=None, help="space name or .yaml path, for a DIR without run.json")
 
 
 def run(args: argparse.Namespace) -> int:
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
-    report = load_report(args.dir, objectives, args.evaluator, args.space)
+    report = load_report(args.dir, objectives, args.evaluator, args.space, args.run_id)
     paths = write_report(report, RunDir(args.dir).report)
     print(f"space {report.space.name}, evaluator {report.evaluator}, objectives "
           + ", ".join(f"{o} ({d})" for o, d in zip(report.objectives, report.directions)))

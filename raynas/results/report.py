@@ -189,6 +189,7 @@ def load_report(
     objectives: Sequence[str] | None = None,
     evaluator: str | None = None,
     space: str | SearchSpace | None = None,
+    run_id: str | None = None,
 ) -> Report:
     """Read ``DIR/results`` and build the report; defaults are described in the module docstring."""
     run = RunDir(Path(root))
@@ -200,7 +201,8 @@ def load_report(
     df = ResultStore(run.results, the_space).read().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     if df.empty:
         raise ResultsError(f"{run.results}: no result rows; run a search into {run.root} first")
-    return build_report(df, the_space, objectives, evaluator, int(meta.get("num_classes", 10)))
+    return build_report(df, the_space, objectives, evaluator, int(meta.get("num_classes", 10)),
+                        run_id, meta.get("run_id"))
 
 
 def build_report(
@@ -209,11 +211,13 @@ def build_report(
     objectives: Sequence[str] | None = None,
     evaluator: str | None = None,
     num_classes: int = 10,
+    run_id: str | None = None,
+    recorded_run: str | None = None,
 ) -> Report:
     """The report of a results table already in memory."""
     chosen = choose_evaluator(df, evaluator)
     names = check_objectives(objectives) if objectives else default_objectives(chosen)
-    rows = df[df["evaluator"] == chosen]
+    rows = choose_run(df[df["evaluator"] == chosen], run_id, recorded_run)
     rows, filled = fill_costs(rows, space, num_classes)
     ok = rows[rows["status"] == "ok"]
     complete = usable_rows(ok, names)
@@ -261,6 +265,21 @@ def choose_evaluator(df: pd.DataFrame, evaluator: str | None) -> str:
     if len(present) == 1:
         return str(present[0])
     raise ResultsError(f"the results hold several evaluators {present}; pick one with --evaluator")
+
+
+def choose_run(rows: pd.DataFrame, run_id: str | None, recorded: str | None) -> pd.DataFrame:
+    """One search's rows of an evaluator: a folder may hold several searches (``--run-id``), and a
+    front over their union is one that no search found. Unnamed: the only one, else the one
+    ``run.json`` names last, else an error listing them."""
+    present = sorted(str(r) for r in rows["run_id"].dropna().unique())
+    if run_id is None and len(present) <= 1:
+        return rows
+    chosen = run_id if run_id is not None else recorded if recorded in present else None
+    if chosen is None:
+        raise ResultsError(f"the results hold several searches {present}; pick one with --run-id")
+    if chosen not in present:
+        raise ResultsError(f"no rows of search {chosen!r}; searches in the results: {present}")
+    return rows[rows["run_id"] == chosen]
 
 
 def default_objectives(evaluator: str) -> list[str]:

@@ -261,3 +261,18 @@ def test_plot_and_table_without_a_run_directory(tmp_path):
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["#", "arch"] and len(lines) == 4
     assert "50" in lines[2] and "3" in lines[3] and "0.02" in lines[3]
+
+
+def test_report_of_a_folder_with_two_searches_keeps_one_searchs_rows(tmp_path, tiny, capsys):
+    """A front over two searches' union is one no search found: one search at a time."""
+    first = calibrate_rows(tiny, n=20, seed=0)
+    second = [{**row, "run_id": "run-2", "trial": row["trial"] + 100} for row in calibrate_rows(tiny, n=20, seed=1)]
+    root = write_run(tmp_path, tiny, first + second)  # run.json names run-1
+    assert set(load_report(root).rows["run_id"]) == {"run-1"}
+    assert set(load_report(root, run_id="run-2").rows["run_id"]) == {"run-2"}
+    (root / "run.json").unlink()
+    assert main(["report", str(root), "--space", "tiny"]) == 2
+    assert "several searches ['run-1', 'run-2']; pick one with --run-id" in capsys.readouterr().err
+    assert main(["report", str(root), "--space", "tiny", "--run-id", "run-3"]) == 2
+    assert "no rows of search 'run-3'" in capsys.readouterr().err
+    assert main(["report", str(root), "--space", "tiny", "--run-id", "run-2"]) == 0
