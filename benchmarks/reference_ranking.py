@@ -1,0 +1,156 @@
+"""Every estimator against NAS-Bench-201's own 200-epoch CIFAR-10 accuracy, with top-k quality.
+
+    python -m benchmarks.reference_ranking                               # cost-model and step-0 rankers
+    python -m benchmarks.reference_ranking --proxy benchmarks/out/proxy_rank \\
+        --checkpoint runs/nb201-bn/checkpoint_epoch_0005                   # add proxies and a trained supernet
+
+The reference is ``nb201_cifar10_dev.csv`` (1,000 cells; ``--csv``/``--column`` for another
+table). Each ranker scores the cells it can; per ranker the table shows Kendall tau and Spearman
+rho with 95% bootstrap intervals (resampling cells), and what a search that keeps its top picks
+would get: the true accuracy of its top-1 and the mean of its top-10, each with its percentile
+among all reference cells (``raynas.bpe.ranking``). ``--held-out N`` (default 200, seed
+``--split-seed``) restricts every ranker to the N cells that a BPE search must not look at, so
+this table and ``raynas bpe``'s judge the same cells.
+
+Rankers:
+
+- ``#params``, ``FLOPs``: the analytic cost model (no training; NAS-Bench-201's own widths);
+- ``bn_score @ step 0``: the BN indicator of an untrained supernet, a count of BN-owning ops;
+- ``bn_score (<rule>) @ <checkpoint>``: the BN indicator of each ``--checkpoint`` (a BN-only
+  supernet), under each depth rule;
+- ``calibrated accuracy @ <checkpoint>``: BN-calibrated val top-1 of each ``--calibrated``
+  checkpoint (a fully trained supernet), on ``--calibrated-cells`` of the cells (it costs a
+  calibration and an evaluation per cell);
+- ``proxy <setting>``: every proxy setting found in each ``--proxy`` folder (``proxy.parquet``
+  of ``raynas proxy``), on the cells it trained.
+
+Prints a table and writes ``benchmarks/out/reference_ranking.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import OUT, ROOT, table, write_json
+from raynas.bpe import load_reference_column, read_proxy_rows
+from raynas.bpe.proxy import IDENTITY
+from raynas.bpe.proxy_setting import KEYS
+from raynas.bpe.ranking import holdout_split, ranking_quality
+from raynas.cost import CostModel
+from raynas.data import load_data
+from raynas.estimate import BNIndicator
+from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
+from raynas.space import SearchSpace, load_space
+from raynas.supernet import build_supernet
+from raynas.train import load_checkpoint
+
+DEV_CSV = ROOT.parent / "shared" / "data" / "nb201_cifar10_dev.csv"
+Scores = dict[str, float]  # arch key -> score (higher = predicted better)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", type=Path, default=DEV_CSV, help="reference table with `arch` and the true accuracy")
+    parser.add_argument("--column", default="cifar10_test_acc_200ep", help="true accuracy column of --csv")
+    parser.add_argument("--held-out", type=int, default=200,
+                        help="judge on these many seeded held-out cells (0: every cell of --csv)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
+    parser.add_argument("--proxy", type=Path, action="append", default=[], help="folder with a proxy.parquet")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="BN-only nb201 supernet")
+    parser.add_argument("--calibrated", type=Path, action="append", default=[], help="fully trained nb201 supernet")
+    parser.add_argument("--calibrated-cells", type=int, default=100, help="cells calibrated per --calibrated")
+    parser.add_argument("--data", default=None, help="DATA of the calibration (default: the checkpoint's)")
+    parser.add_argument("--k", type=int, default=10, help="top-k whose mean true accuracy is reported")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    return parser.parse_args()
+
+
+def cost_rankers(space: SearchSpace, keys: list[str]) -> dict[str, Scores]:
+    costs = CostModel(space).costs([space.arch(k) for k in keys])
+    return {"#params": dict(zip(keys, map(float, costs["params"]))),
+            "FLOPs": dict(zip(keys, map(float, costs["flops"])))}
+
+
+def bn_rankers(space: SearchSpace, keys: list[str], checkpoints: list[Path]) -> dict[str, Scores]:
+    archs = [space.arch(k) for k in keys]
+    found = {"bn_score @ step 0": BNIndicator(depth_rule="sum").fit(build_supernet(space, 10, 3)).score(archs)}
+    for path in checkpoints:
+        supernet = load_checkpoint(path).supernet
+        for rule in ("sum", "mean"):
+            found[f"bn_score ({rule}) @ {path.name}"] = BNIndicator(depth_rule=rule).fit(supernet).score(archs)
+    return {name: dict(zip(keys, map(float, scores))) for name, scores in found.items()}
+
+
+def calibrated_rankers(keys: list[str], checkpoints: list[Path], cells: int, data: str | None) -> dict[str, Scores]:
+    found = {}
+    for path in checkpoints:
+        loaded = load_checkpoint(path)
+        splits = load_data(data or loaded.data.name, seed=loaded.config.seed)
+        picked = random.Random(0).sample(keys, min(cells, len(keys)))
+        found[f"calibrated accuracy @ {path.name}"] = {
+            key: calibrate_and_evaluate(loaded.supernet, loaded.space.arch(key), splits.calib, splits.val,
+                                        splits.mean, splits.std, CalibrationConfig())["accuracy"]
+            for key in picked}
+    return found
+
+
+def proxy_rankers(folders: list[Path]) -> dict[str, Scores]:
+    """One ranker per distinct proxy setting in each folder's proxy.parquet."""
+    found = {}
+    for folder in folders:
+        rows = read_proxy_rows(folder)
+        for identity, group in rows.groupby(list(IDENTITY), dropna=False):
+            setting = dict(zip(IDENTITY, identity))
+            name = "proxy " + " ".join(f"{k}={setting[k]}" for k in KEYS if k != "seed")
+            seconds = group["seconds"].mean()
+            found[f"{name} ({seconds:.1f} s/cell)"] = dict(zip(group["arch"], group["proxy_accuracy"]))
+    return found
+
+
+def judge(name: str, scores: Scores, truth: dict[str, float], population: list[float], k: int,
+          resamples: int) -> dict[str, Any]:
+    keys = [key for key in scores if key in truth]
+    quality = ranking_quality([scores[key] for key in keys], [truth[key] for key in keys], k=k,
+                              population=population, resamples=resamples)
+    return {"ranker": name, **quality}
+
+
+def main() -> None:
+    args = parse_args()
+    space = load_space("nb201")
+    reference = load_reference_column(args.csv, space, args.column)
+    if args.held_out:
+        reference = holdout_split(reference, args.held_out, args.split_seed)[1]
+    truth = dict(zip(reference.keys, reference.accuracy))
+    keys = list(reference.keys)
+    rankers = {**cost_rankers(space, keys), **bn_rankers(space, keys, args.checkpoint),
+               **calibrated_rankers(keys, args.calibrated, args.calibrated_cells, args.data),
+               **proxy_rankers(args.proxy)}
+    population = list(reference.accuracy)
+    rows = [judge(name, scores, truth, population, args.k, args.resamples) for name, scores in rankers.items()
+            if sum(key in truth for key in scores) >= 2]
+    k = args.k
+    shown = [{**r, "tau [95% CI]": f"{r['kendall_tau']:.3f} [{r['kendall_tau_low']:.2f}, {r['kendall_tau_high']:.2f}]",
+              "rho [95% CI]": f"{r['spearman_rho']:.3f} [{r['spearman_rho_low']:.2f}, {r['spearman_rho_high']:.2f}]",
+              "top-1 (pct)": f"{r['top1_accuracy']:.2f} ({r['top1_percentile']:.0f})",
+              f"top-{k} mean (pct)": f"{r[f'top{k}_mean_accuracy']:.2f} ({r[f'top{k}_percentile']:.0f})"}
+             for r in rows]
+    print(f"{len(keys)} reference cells ({'held out' if args.held_out else 'all'}) of {args.csv.name}; "
+          f"best true accuracy {max(population):.2f}, mean {np.mean(population):.2f}")
+    print(table(shown, ["ranker", "archs", "tau [95% CI]", "rho [95% CI]", "top-1 (pct)", f"top-{k} mean (pct)"]))
+    path = write_json("reference_ranking", {
+        "csv": str(args.csv), "column": args.column, "held_out": args.held_out, "split_seed": args.split_seed,
+        "cells": len(keys), "k": k, "resamples": args.resamples, "rows": rows,
+        "truth_summary": pd.Series(population).describe().to_dict(),
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
