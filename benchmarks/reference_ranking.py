@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import OUT, ROOT, table, write_json
+from benchmarks.common import ROOT, table, write_json
 from raynas.bpe import load_reference_column, read_proxy_rows
 from raynas.bpe.proxy import IDENTITY
 from raynas.bpe.proxy_setting import KEYS

@@ -26,6 +26,7 @@ import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,22 +168,39 @@ def device_name(use_gpu: bool) -> str:
     return "cpu"
 
 
-class BPETrial(tune.Trainable):
-    """A Ray Tune trial that evaluates one setting (its config) in one step and stops."""
+Evaluate = Callable[[Setting, str], dict[str, Any]]
+"""(setting, run name) -> one trial row with ``tau``, ``rho``, ``cost_seconds``, ``status`` and ``error``."""
 
-    def setup(self, config: dict[str, Any], task: ProxyTask | None = None, data: DataSplits | None = None) -> None:
-        self.task = task
-        self.data = data
+
+@dataclass(frozen=True)
+class SupernetEvaluation:
+    """``evaluate_setting`` bound to its task and data: what a supernet-proxy trial runs."""
+
+    task: ProxyTask
+    data: DataSplits
+
+    def __call__(self, setting: Setting, name: str) -> dict[str, Any]:
+        return evaluate_setting(self.task, setting, self.data, name)
+
+
+class BPETrial(tune.Trainable):
+    """A Ray Tune trial that evaluates one setting (its config) in one step and stops.
+
+    ``evaluate`` says how (a supernet proxy, or standalone training); the trial reports its row
+    and ``tau_objective``: the ``metric`` column (``tau`` or ``rho``), 0 where it has none.
+    """
+
+    def setup(self, config: dict[str, Any], evaluate: Evaluate | None = None, metric: str = "tau") -> None:
+        self.evaluate, self.metric = evaluate, metric
 
     def step(self) -> dict[str, Any]:
-        setting = {**self.config}
-        row = evaluate_setting(self.task, setting, self.data, f"{self.trial_id}-{uuid.uuid4().hex[:6]}")
-        objective = row["tau"] if np.isfinite(row["tau"]) else 0.0
-        return {**row, "error": row["error"] or "", "tau_objective": float(objective), "done": True}
+        row = self.evaluate({**self.config}, f"{self.trial_id}-{uuid.uuid4().hex[:6]}")
+        value = row[self.metric]
+        objective = float(value) if np.isfinite(value) else 0.0
+        return {**row, "error": row["error"] or "", "tau_objective": objective, "done": True}
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         return True  # nothing is cached per setting, so the actor can run the next trial
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
         return {}  # one step per trial: there is nothing to resume
-

@@ -28,7 +28,7 @@ normalised cost of one trial is unknown until the round ends.
 **Unexplored and tied hyper-parameters.** A free hyper-parameter that every trial so far ran at
 the same value has no evidence either way (fANOVA scores it 0), so it is not pruned while an
 explored one is left. Equal importances (for example with a constant objective, where fANOVA has
-no variance to split) fix the hyper-parameter declared first in ``HYPERPARAMETERS`` order; equal
+no variance to split) fix the hyper-parameter declared first (``BPESpace.names`` order); equal
 mean objectives pick the value listed first (choices are increasing, so usually the cheaper one).
 
 Outputs under ``out_dir``: ``trials/round-NNN.parquet`` (one closed file per round, one row
@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -60,9 +61,24 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from raynas.bpe.evaluate import ERROR, OK, BPETrial, ProxyTask
+from raynas.bpe.evaluate import (
+    ERROR,
+    OK,
+    BPETrial,
+    Evaluate,
+    ProxyTask,
+    SupernetEvaluation,
+)
 from raynas.bpe.reference import Reference, load_reference
-from raynas.bpe.space import HYPERPARAMETERS, NATIVE, BPESpace, MIPConfig, Setting, load_bpe_space, setting_key
+from raynas.bpe.space import (
+    NATIVE,
+    BPESpace,
+    MIPConfig,
+    Setting,
+    load_bpe_space,
+    setting_key,
+)
+from raynas.bpe.standalone import StandaloneEvaluation, StandaloneTask
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
 from raynas.ray_env import check_resources, ensure_ray
@@ -70,10 +86,10 @@ from raynas.search.samplers import make_sampler
 
 TRIALS_DIR = "trials"
 RESULT_FILE = "bpe_result.json"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 METRIC = "tau_objective"
-"""What a trial reports to Optuna: its tau, with 0 for a trial without one."""
+"""What a trial reports to Optuna: its metric (tau or rho, ``MIPConfig.metric``), 0 for a trial without one."""
 
 TRIAL_SCHEMA = pa.schema(
     [
@@ -82,16 +98,21 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("resolution", pa.int64()),  # null = native (the space's own resolutions)
         pa.field("width_multiplier", pa.float64()), pa.field("data_fraction", pa.float64()),
         pa.field("mode", pa.string()), pa.field("sandwich_size", pa.int64()), pa.field("calib_images", pa.int64()),
-        pa.field("lr", pa.float64()), pa.field("estimator", pa.string()), pa.field("seed", pa.int64()),
+        pa.field("lr", pa.float64()),
+        pa.field("channels", pa.int64()), pa.field("cells_per_stage", pa.int64()),  # standalone proxies only
+        pa.field("weight_decay", pa.float64()), pa.field("augment", pa.bool_()),
+        pa.field("estimator", pa.string()), pa.field("seed", pa.int64()),
         pa.field("num_reference", pa.int64()), pa.field("train_images", pa.int64()),
         pa.field("tau", pa.float64()), pa.field("rho", pa.float64()), pa.field("cost_seconds", pa.float64()),
         pa.field("train_seconds", pa.float64()), pa.field("score_seconds", pa.float64()),
+        pa.field("seconds_per_arch", pa.float64()), pa.field("failed_archs", pa.int64()),  # standalone only
         pa.field("device", pa.string()), pa.field("cpu_threads", pa.int64()),
         pa.field("status", pa.string()), pa.field("error", pa.string()),
     ],
     metadata={b"raynas.bpe.schema_version": SCHEMA_VERSION.encode()},
 )
-"""One row per BPE trial. Versioned: a reader checks ``raynas.bpe.schema_version``."""
+"""One row per BPE trial, of either proxy kind (a kind leaves the other's hyper-parameters null).
+Versioned: a reader checks ``raynas.bpe.schema_version``."""
 
 Record = Mapping[str, Any]
 
@@ -110,9 +131,9 @@ class PruneDecision:
     fix_at: str = "cheapest"
 
 
-def trial_objectives(records: Sequence[Record], cost_weight: float = 0.0) -> np.ndarray:
-    """tau (0 where missing) minus ``cost_weight`` x cost / max cost, one value per record."""
-    tau = np.array([_finite_or_zero(r.get("tau")) for r in records], dtype=float)
+def trial_objectives(records: Sequence[Record], cost_weight: float = 0.0, column: str = "tau") -> np.ndarray:
+    """The metric ``column`` (0 where missing) minus ``cost_weight`` x cost / max cost, one value per record."""
+    tau = np.array([_finite_or_zero(r.get(column)) for r in records], dtype=float)
     if cost_weight == 0 or not records:
         return tau
     cost = np.array([_finite_or_zero(r.get("cost_seconds")) for r in records], dtype=float)
@@ -176,7 +197,8 @@ FIX_AT: dict[str, Callable[..., tuple[Any, dict[str, float]]]] = {"cheapest": la
 
 
 def prune_decision(records: Sequence[Record], free: Sequence[str], choices: Mapping[str, Sequence[Any]],
-                   cost_weight: float = 0.0, seed: int = 0, fix_at: str = "cheapest") -> PruneDecision:
+                   cost_weight: float = 0.0, seed: int = 0, fix_at: str = "cheapest",
+                   column: str = "tau") -> PruneDecision:
     """MIP's step: the least important free hyper-parameter and the value to fix it at.
 
     ``records`` are trial rows (each hyper-parameter, ``tau``, ``cost_seconds``); ``free`` lists
@@ -186,7 +208,7 @@ def prune_decision(records: Sequence[Record], free: Sequence[str], choices: Mapp
     """
     if not free:
         raise ConfigError("no free hyper-parameter left to prune")
-    objectives = trial_objectives(records, cost_weight)
+    objectives = trial_objectives(records, cost_weight, column)
     importances = param_importances(records, free, choices, objectives, seed)
     explored = [p for p in free if len({r[p] for r in records}) > 1] or list(free)
     lowest = min(importances[p] for p in explored)
@@ -207,13 +229,17 @@ class RoundSummary:
     free: tuple[str, ...]
     fixed: dict[str, Any]
     best_tau: float
+    """The round's best value of the metric (``MIPConfig.metric``: tau or rho)."""
     seconds: float
     decision: PruneDecision | None = None
 
 
 @dataclass(frozen=True)
 class BPEResult:
-    """The chosen BPE setting with its measured tau, rho and cost, and how MIP got there."""
+    """The chosen BPE setting with its measured tau, rho and cost, and how MIP got there.
+
+    ``sampling`` and ``depth_rule`` describe supernet proxies; a standalone one has neither (None).
+    """
 
     setting: Setting
     tau: float
@@ -227,9 +253,9 @@ class BPEResult:
     out_dir: Path
     trials_dir: Path
     result_path: Path
-    sampling: str
+    sampling: str | None
     """How the proxy supernets sampled their children (``TrainConfig.sampling``)."""
-    depth_rule: str
+    depth_rule: str | None
     """How the BN indicator combined op scores (``BNIndicator.depth_rule``)."""
     records: tuple[dict[str, Any], ...] = field(repr=False, default=())
 
@@ -257,6 +283,7 @@ def write_round(trials_dir: Path, round_index: int, rows: Sequence[Record]) -> P
     """One closed Parquet file per round: written to a temp name, then ``os.replace``d."""
     trials_dir.mkdir(parents=True, exist_ok=True)
     stored = [{**r, "resolution": None if r["resolution"] == NATIVE else int(r["resolution"])} for r in rows]
+    stored = [{name: row.get(name) for name in TRIAL_SCHEMA.names} for row in stored]
     table = pa.Table.from_pylist(stored, schema=TRIAL_SCHEMA)
     target = trials_dir / f"round-{round_index:03d}.parquet"
     tmp = trials_dir / f".tmp-{uuid.uuid4().hex}.parquet"
@@ -306,23 +333,40 @@ def run_bpe(
     mip = bpe.mip.replace(rounds=rounds, trials_per_round=trials_per_round, max_trials=max_trials,
                           max_seconds=max_seconds, cost_weight=cost_weight, sampler=sampler)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, bpe.target_space)
-    if isinstance(bpe.reference_archs, tuple):
-        ref = ref.select(bpe.reference_archs)
+    ref = search_reference(bpe, ref)
     out = Path(out_dir)
     trials_dir = out / TRIALS_DIR
     if any(trials_dir.glob("round-*.parquet")):
         raise ConfigError(f"{out} already holds BPE trials ({trials_dir}); choose a new output folder")
-    task = ProxyTask(bpe, ref, str((out / "runs").resolve()), use_gpu, keep_runs, sampling, depth_rule)
+    runs = str((out / "runs").resolve())
     ensure_ray(address)
     check_resources(1, cpus_per_trial, 1.0 if use_gpu else 0.0)
     splits = _load_splits(bpe, data)
-    loop = _Loop(bpe, mip, task, splits, out, cpus_per_trial, use_gpu, verbose, started)
+    if bpe.proxy == "standalone":
+        Path(runs).mkdir(parents=True, exist_ok=True)
+        task: ProxyTask | StandaloneTask = StandaloneTask(bpe.target_space, ref, runs, bpe.seed, use_gpu)
+        evaluate: Evaluate = StandaloneEvaluation(task, splits)
+    else:
+        task = ProxyTask(bpe, ref, runs, use_gpu, keep_runs, sampling, depth_rule)
+        evaluate = SupernetEvaluation(task, splits)
+    loop = _Loop(bpe, mip, task, evaluate, out, cpus_per_trial, use_gpu, verbose, started)
     return loop.run()
+
+
+def search_reference(bpe: BPESpace, reference: Reference) -> Reference:
+    """The rows of ``reference`` that trials rank: the file's listed keys, or a seeded sample of
+    ``reference_archs`` rows when the table holds more (a large table, such as NAS-Bench-201's)."""
+    if isinstance(bpe.reference_archs, tuple):
+        return reference.select(bpe.reference_archs)
+    if isinstance(bpe.reference_archs, int) and len(reference) > bpe.reference_archs:
+        rows = sorted(random.Random(f"bpe-reference:{bpe.seed}").sample(range(len(reference)), bpe.reference_archs))
+        return reference.select([reference.keys[i] for i in rows])
+    return reference
 
 
 def _load_splits(bpe: BPESpace, data: str | DataSplits | None) -> DataSplits:
     """The file's (or the given) data, with a calibration split that holds every calib_images choice."""
-    calib = None if bpe.estimator == "bn_score" else max(bpe.choices["calib_images"])
+    calib = None if bpe.estimator == "bn_score" or bpe.proxy == "standalone" else max(bpe.choices["calib_images"])
     splits = data if isinstance(data, DataSplits) else load_data(data or bpe.data, seed=bpe.seed, calib_images=calib)
     if calib is not None and len(splits.calib) < calib:
         raise ConfigError(f"hyperparameters.calib_images goes up to {calib}, but the calibration split of "
@@ -334,8 +378,8 @@ def _load_splits(bpe: BPESpace, data: str | DataSplits | None) -> DataSplits:
 class _Loop:
     bpe: BPESpace
     mip: MIPConfig
-    task: ProxyTask
-    data: DataSplits
+    task: ProxyTask | StandaloneTask
+    evaluate: Evaluate
     out: Path
     cpus_per_trial: float
     use_gpu: bool
@@ -360,7 +404,7 @@ class _Loop:
             reason = "at most one free hyper-parameter left" if len(free) <= 1 else self._budget_spent(round_index + 1)
             if not reason:
                 decision = prune_decision(self.records, free, self.bpe.choices, self.mip.cost_weight, self.bpe.seed,
-                                          self.mip.fix_at)
+                                          self.mip.fix_at, self.mip.column)
             self._summarise(round_index, rows, free, fixed, decision, time.monotonic() - round_started)
             if reason:
                 break
@@ -383,7 +427,8 @@ class _Loop:
         if self.mip.max_trials is not None:
             k = min(k, self.mip.max_trials - len(self.records))
         resources = {"CPU": self.cpus_per_trial, **({"GPU": 1} if self.use_gpu else {})}
-        trainable = tune.with_resources(tune.with_parameters(BPETrial, task=self.task, data=self.data), resources)
+        trainable = tune.with_resources(
+            tune.with_parameters(BPETrial, evaluate=self.evaluate, metric=self.mip.column), resources)
         searcher = round_searcher(self.bpe, self.mip, round_index, free, fixed, self.records)
         tuner = tune.Tuner(
             trainable,
@@ -400,17 +445,17 @@ class _Loop:
 
     def _summarise(self, round_index: int, rows: list[dict[str, Any]], free: list[str], fixed: Setting,
                    decision: PruneDecision | None, seconds: float) -> None:
-        taus = [r["tau"] for r in rows if r["status"] == OK]
+        taus = [r[self.mip.column] for r in rows if r["status"] == OK]
         summary = RoundSummary(round_index, len(rows), tuple(free), dict(fixed),
                                max(taus) if taus else float("nan"), seconds, decision)
         self.summaries.append(summary)
         if self.verbose:
             fixed_now = f"; fixes {decision.param}={decision.value}" if decision else ""
             print(f"[raynas bpe] round {round_index}: {len(rows)} trials over {list(free)}, "
-                  f"best tau {summary.best_tau:.3f}, {seconds:.1f}s{fixed_now}", flush=True)
+                  f"best {self.mip.metric} {summary.best_tau:.3f}, {seconds:.1f}s{fixed_now}", flush=True)
 
     def _finish(self, fixed: Setting, reason: str) -> BPEResult:
-        objectives = trial_objectives(self.records, self.mip.cost_weight)
+        objectives = trial_objectives(self.records, self.mip.cost_weight, self.mip.column)
         ok = [i for i, r in enumerate(self.records) if r["status"] == OK]
         if not ok:
             first = next((r["error"] for r in self.records if r["error"]), "scores were constant in every trial")
@@ -419,15 +464,18 @@ class _Loop:
         best = max(agree, key=lambda i: (objectives[i], -i))
         chosen = self.records[best]
         result = BPEResult(
-            setting={p: chosen[p] for p in HYPERPARAMETERS}, tau=chosen["tau"], rho=chosen["rho"],
+            setting={p: chosen[p] for p in self.bpe.names}, tau=chosen["tau"], rho=chosen["rho"],
             cost_seconds=chosen["cost_seconds"], device=chosen["device"], trial=chosen["trial"],
             rounds=tuple(self.summaries), stop_reason=reason, seconds=time.monotonic() - self.started,
             out_dir=self.out, trials_dir=self.out / TRIALS_DIR, result_path=self.out / RESULT_FILE,
-            sampling=self.task.sampling, depth_rule=self.task.depth_rule, records=tuple(self.records),
+            sampling=getattr(self.task, "sampling", None), depth_rule=getattr(self.task, "depth_rule", None),
+            records=tuple(self.records),
         )
         payload = {**result.to_dict(), "bpe": self.bpe.name, "target_space": self.bpe.target_space.name,
                    "reference": {"source": self.task.reference.source, "archs": len(self.task.reference)},
-                   "cost_weight": self.mip.cost_weight, "trials": len(self.records)}
+                   "cost_weight": self.mip.cost_weight, "metric": self.mip.metric, "proxy": self.bpe.proxy,
+                   "seed": self.bpe.seed,
+                   "seconds_per_arch": chosen.get("seconds_per_arch"), "trials": len(self.records)}
         _write_json(result.result_path, payload)
         if self.verbose:
             print(f"[raynas bpe] chosen ({reason}): {setting_key(result.setting)}", flush=True)
@@ -452,8 +500,8 @@ def round_searcher(bpe: BPESpace, mip: MIPConfig, round_index: int, free: Sequen
     agree = [r for r in records if r["status"] != ERROR and all(r[p] == v for p, v in fixed.items())]
     study.add_trials([
         optuna.trial.create_trial(params={p: r[p] for p in free}, distributions=distributions,
-                                  values=[_finite_or_zero(r["tau"]), r["cost_seconds"]] if two
-                                  else [_finite_or_zero(r["tau"])])
+                                  values=[_finite_or_zero(r[mip.column]), r["cost_seconds"]] if two
+                                  else [_finite_or_zero(r[mip.column])])
         for r in agree
     ])
     sampler = make_sampler(mip.sampler, bpe.seed + round_index)
@@ -478,13 +526,13 @@ class DefineByRun:
 def _row(result: Any, round_index: int, trial: int, bpe: BPESpace, fixed: Setting) -> dict[str, Any]:
     """One trial row from a Tune result; a trial that crashed keeps its config and error."""
     metrics, config = dict(result.metrics or {}), dict(result.config or {})
-    row = {name: config.get(name, fixed.get(name)) for name in HYPERPARAMETERS}
+    row = {name: config.get(name, fixed.get(name)) for name in bpe.names}
     if "tau" in metrics:
-        row.update({k: metrics.get(k) for k in TRIAL_SCHEMA.names if k in metrics and k not in HYPERPARAMETERS})
+        row.update({k: metrics.get(k) for k in TRIAL_SCHEMA.names if k in metrics and k not in bpe.names})
         row["error"] = metrics.get("error") or None
     else:
         message = str(result.error).strip().splitlines()[-1] if result.error else "the trial reported no result"
-        row.update(estimator=bpe.estimator_for(row["mode"]), seed=bpe.seed, tau=float("nan"), rho=float("nan"),
+        row.update(estimator=bpe.estimator_for(row.get("mode")), seed=bpe.seed, tau=float("nan"), rho=float("nan"),
                    cost_seconds=0.0, status=ERROR, error=message)
     row.update(round=round_index, trial=trial, trial_id=str(metrics.get("trial_id") or Path(str(result.path)).name))
     return row

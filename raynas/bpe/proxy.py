@@ -144,7 +144,7 @@ def read_proxy_rows(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return table.cast(PROXY_SCHEMA).to_pandas()
 
 
-def _write_rows(path: Path, rows: Sequence[Row]) -> None:
+def write_proxy_rows(path: Path, rows: Sequence[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     pq.write_table(pa.Table.from_pylist(list(rows), schema=PROXY_SCHEMA), tmp)
@@ -199,7 +199,7 @@ def proxy_evaluate(
         for row in _train_all(proxy, todo, packed, proxy_train_config(setting, base["train_images"]), use_gpu,
                               cpus_per_arch):
             rows.append({**base, **row})
-            _write_rows(path, rows)
+            write_proxy_rows(path, rows)
             if on_row is not None:
                 on_row(rows[-1])
     frame = pd.DataFrame(rows, columns=PROXY_SCHEMA.names)
@@ -228,6 +228,11 @@ def _train_all(proxy: SearchSpace, keys: list[str], packed: dict[str, Any], conf
 def _train_one(proxy: SearchSpace, key: str, packed: dict[str, Any], config: TrainConfig, device: str,
                threads: int) -> Row:
     torch.set_num_threads(threads)
+    return train_proxy(proxy, key, packed, config, device)
+
+
+def train_proxy(proxy: SearchSpace, key: str, packed: dict[str, Any], config: TrainConfig, device: str) -> Row:
+    """Train one architecture of the proxy space in this process: its accuracy, loss, status and seconds."""
     _warm_up()
     started = time.perf_counter()
     try:

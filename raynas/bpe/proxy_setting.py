@@ -65,7 +65,7 @@ class ProxySetting:
             object.__setattr__(self, field.name, _checked(field.name, getattr(self, field.name)))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "<dict>") -> "ProxySetting":
+    def from_dict(cls, values: Mapping[str, Any], source: str = "<dict>") -> ProxySetting:
         """Build from a mapping; errors name ``source``, the key and the rule."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: a proxy setting must be a mapping of {list(KEYS)}, "
@@ -81,7 +81,7 @@ class ProxySetting:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, source: str = "<replace>", **changes: Any) -> "ProxySetting":
+    def replace(self, source: str = "<replace>", **changes: Any) -> ProxySetting:
         """A copy with the given keys changed (None leaves a key as it is); errors name ``source``."""
         return self.from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}}, source)
 
@@ -147,6 +147,8 @@ def load_proxy_setting(path: str | os.PathLike[str], space: SearchSpace | None =
 def from_bpe_result(result: Mapping[str, Any], space: SearchSpace, source: str = "bpe_result.json") -> ProxySetting:
     """The standalone counterpart of the setting ``raynas bpe`` chose (``mip.RESULT_FILE``).
 
+    A result of a standalone BPE (``proxy: standalone``) holds a proxy setting already. Otherwise:
+
     epochs, batch_size, lr and data_fraction carry over; ``width_multiplier`` scales the
     space's channels (``scale_width``) and ``resolution`` replaces its input size (``native``
     keeps it); cells per stage stay the space's, as BPE never changes depth. ``sandwich_size``
@@ -162,6 +164,9 @@ def from_bpe_result(result: Mapping[str, Any], space: SearchSpace, source: str =
     if space.family != "nb201":
         raise ConfigError(f"{source}: proxy settings map onto nb201 spaces for now; {space.name!r} is "
                           f"family {space.family!r}")
+    if result.get("proxy") == "standalone":  # already a standalone setting: taken as it is, with its seed
+        seed = result.get("seed", setting.get("seed", 0))
+        return ProxySetting.from_dict({**setting, "seed": seed}, source)
     if setting.get("mode") != "full":
         raise ConfigError(f"{source}: setting.mode is {setting.get('mode')!r}; only 'full' maps onto a standalone "
                           "proxy (a bn_only supernet trains BN alone, a standalone proxy trains every weight)")

@@ -29,8 +29,14 @@ A hyper-parameter left out is fixed at its default (``DEFAULTS``); one with a si
 fixed from the start. Only hyper-parameters with two or more choices are searched and pruned.
 
 ``reference_archs`` given as a list of keys restricts the reference table to those rows (each
-must be in it); given as a count, it only says how many architectures ``reference_arch_list``
-samples for ``make_reference``. Otherwise every row of the reference table is used.
+must be in it); given as a count, it says how many architectures ``reference_arch_list``
+samples for ``make_reference``, and trials rank a seeded sample of that many rows of a larger
+reference table (``mip.search_reference``). Otherwise every row of the reference table is used.
+
+``proxy: standalone`` makes a trial the paper's: every reference architecture of an nb201
+space is trained on its own under the setting and ranked by its val top-1
+(``raynas.bpe.standalone``); its hyper-parameters are ``STANDALONE_HYPERPARAMETERS`` (channels,
+cells per stage, resolution, epochs, batch size, lr, data fraction, weight decay, augment).
 
 **Proxy transforms of the space.** A space's widths and resolutions live in its YAML, so the
 ``width_multiplier`` and ``resolution`` proxies rewrite the space definition (``proxy_space``):
@@ -98,9 +104,27 @@ DEFAULTS: dict[str, Any] = {
 }
 """The value of a hyper-parameter the file leaves out (TrainConfig's defaults where it has one)."""
 
+STANDALONE_HYPERPARAMETERS: dict[str, str] = {
+    "channels": "channels of the first stage (NAS-Bench-201: 16), integers >= 1",
+    "cells_per_stage": "cells per stage (NAS-Bench-201: 5), integers >= 1",
+    "resolution": "images are resized once to this size, integers >= 4",
+    "epochs": "training epochs of each architecture, integers >= 1",
+    "batch_size": "training batch size, integers >= 1",
+    "lr": "learning rate, numbers > 0",
+    "data_fraction": "fraction of the training split used, numbers in (0, 1]",
+    "weight_decay": "weight decay, numbers >= 0",
+    "augment": "random crop and flip, true and/or false",
+}
+"""The hyper-parameters of a standalone proxy (``proxy: standalone``): ``ProxySetting``'s keys but the seed."""
+
+PROXY_KINDS = ("supernet", "standalone")
+"""What a BPE trial trains: one proxy supernet scored by an estimator, or every reference
+architecture on its own, ranked by its validation top-1 (the paper's BPE)."""
+METRICS = ("kendall_tau", "spearman_rho")
+"""The rank correlation a BPE trial is judged by (the paper: Spearman)."""
 ESTIMATORS = ("auto", "bn_score", "calibrated_accuracy")
 TOP_KEYS = ("name", "description", "target_space", "data", "estimator", "reference_archs", "seed",
-            "hyperparameters", "train", "mip")
+            "proxy", "hyperparameters", "train", "mip")
 SET_BY_HYPERPARAMETERS = ("mode", "epochs", "batch_size", "lr", "num_random", "train_images", "seed",
                           "log_every_epoch")
 """TrainConfig keys that a BPE trial sets itself, so the ``train:`` section may not."""
@@ -124,6 +148,8 @@ class MIPConfig:
     sampler:          Optuna sampler name (``raynas.search.samplers.SAMPLERS``).
     fix_at:           "cheapest" (the paper: a pruned hyper-parameter is fixed at its tried value
                       of lowest mean cost) or "best" (its value of best mean objective).
+    metric:           the rank correlation that is the objective: "kendall_tau" or
+                      "spearman_rho" (the paper's).
     """
 
     rounds: int = 3
@@ -133,6 +159,7 @@ class MIPConfig:
     cost_weight: float = 0.0
     sampler: str = "tpe"
     fix_at: str = "cheapest"
+    metric: str = "kendall_tau"
 
     def __post_init__(self) -> None:
         for name in ("rounds", "trials_per_round", "max_trials"):
@@ -147,8 +174,15 @@ class MIPConfig:
             raise ConfigError(f"unknown sampler {self.sampler!r}; valid samplers: {sorted(SAMPLERS)}")
         if self.fix_at not in FIX_AT_CHOICES:
             raise ConfigError(f"fix_at must be one of {list(FIX_AT_CHOICES)}, got {self.fix_at!r}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"metric must be one of {list(METRICS)}, got {self.metric!r}")
 
-    def replace(self, **changes: Any) -> "MIPConfig":
+    @property
+    def column(self) -> str:
+        """The trial row column holding the metric (``tau`` or ``rho``)."""
+        return "tau" if self.metric == "kendall_tau" else "rho"
+
+    def replace(self, **changes: Any) -> MIPConfig:
         """A copy with the given fields changed; None values leave a field as it is."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -171,6 +205,12 @@ class BPESpace:
     train: dict[str, Any] = field(default_factory=dict)
     mip: MIPConfig = field(default_factory=MIPConfig)
     source: str = "<memory>"
+    proxy: str = "supernet"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """This file's hyper-parameters, in column and tie-break order."""
+        return tuple(KIND_HYPERPARAMETERS[self.proxy])
 
     @property
     def free(self) -> tuple[str, ...]:
@@ -186,8 +226,10 @@ class BPESpace:
         """The TrainConfig every trial starts from: the ``train:`` keys, the seed, no progress lines."""
         return TrainConfig.from_dict({**self.train, "seed": self.seed, "log_every_epoch": False})
 
-    def estimator_for(self, mode: str) -> str:
+    def estimator_for(self, mode: str | None) -> str:
         """The score that ranks the reference set after training in ``mode``."""
+        if self.proxy == "standalone":
+            return "proxy_accuracy"
         if self.estimator != "auto":
             return self.estimator
         return "bn_score" if mode == "bn_only" else "calibrated_accuracy"
@@ -242,8 +284,11 @@ def bpe_space_from_dict(data: object, source: str = "<dict>", folder: Path | Non
     root = Node(data, source)
     root.mapping(["target_space", "hyperparameters"], TOP_KEYS)
     target = _target_space(root.child("target_space"), folder)
-    choices = _hyperparameters(root.child("hyperparameters"))
-    estimator = _estimator(root.get("estimator", "auto"), choices["mode"])
+    proxy = root.get("proxy", "supernet").one_of(PROXY_KINDS)
+    choices = _hyperparameters(root.child("hyperparameters"), proxy)
+    if proxy == "standalone":
+        _check_standalone(root, target)
+    estimator = _estimator(root.get("estimator", "auto"), choices.get("mode", ("full",)))
     return BPESpace(
         name=str(root.get("name", default_name).value),
         target_space=target,
@@ -255,7 +300,19 @@ def bpe_space_from_dict(data: object, source: str = "<dict>", folder: Path | Non
         train=_train(root.get("train", {})),
         mip=_mip(root.get("mip", {})),
         source=source,
+        proxy=proxy,
     )
+
+
+def _check_standalone(root: Node, target: SearchSpace) -> None:
+    """A standalone proxy rewrites the NAS-Bench-201 skeleton and ranks by val top-1: no estimator, no train:."""
+    if target.family != "nb201":
+        raise root.child("proxy").error(f"standalone proxies support nb201 spaces for now; target_space "
+                                        f"{target.name!r} is family {target.family!r}")
+    for key in ("estimator", "train"):
+        if key in root.value:
+            raise root.child(key).error(f"a standalone proxy ranks by each architecture's val top-1 and is "
+                                        f"trained by its hyper-parameters alone; remove {key}:")
 
 
 def _string(node: Node) -> str:
@@ -275,14 +332,32 @@ def _target_space(node: Node, folder: Path | None) -> SearchSpace:
         raise node.error(str(err)) from err
 
 
-def _hyperparameters(node: Node) -> dict[str, tuple[Any, ...]]:
+def _hyperparameters(node: Node, proxy: str = "supernet") -> dict[str, tuple[Any, ...]]:
     if not isinstance(node.value, dict):
         raise node.error(f"must be a mapping of hyper-parameter -> list of choices, got {type(node.value).__name__}")
-    unknown = sorted(str(k) for k in node.value if k not in HYPERPARAMETERS)
+    names, parsers, defaults = KIND_HYPERPARAMETERS[proxy], KIND_PARSERS[proxy], _defaults(proxy)
+    unknown = sorted(str(k) for k in node.value if k not in names)
     if unknown:
-        raise node.error(f"unknown hyper-parameter(s) {unknown}; valid hyper-parameters: {list(HYPERPARAMETERS)}")
-    return {name: PARSERS[name](node.child(name)) if name in node.value else (DEFAULTS[name],)
-            for name in HYPERPARAMETERS}
+        raise node.error(f"unknown hyper-parameter(s) {unknown} for a {proxy} proxy; valid hyper-parameters: "
+                         f"{list(names)}")
+    return {name: parsers[name](node.child(name)) if name in node.value else (defaults[name],) for name in names}
+
+
+def _defaults(proxy: str) -> dict[str, Any]:
+    if proxy == "supernet":
+        return DEFAULTS
+    from raynas.bpe.proxy_setting import (
+        ProxySetting,  # it maps supernet results with this module's helpers
+    )
+
+    return ProxySetting().to_dict()
+
+
+def _booleans(node: Node) -> tuple[bool, ...]:
+    raw = _as_list(node)
+    if not all(isinstance(v, bool) for v in raw) or len(set(raw)) != len(raw):
+        raise node.error(f"choices must be distinct true/false values, got {raw}")
+    return tuple(raw)
 
 
 def _as_list(node: Node) -> list[Any]:
@@ -339,6 +414,20 @@ PARSERS = {
     "calib_images": lambda n: n.choices(minimum=1),
     "lr": lambda n: _numbers(n, 0.0),
 }
+
+STANDALONE_PARSERS = {
+    "channels": lambda n: n.choices(minimum=1),
+    "cells_per_stage": lambda n: n.choices(minimum=1),
+    "resolution": lambda n: n.choices(minimum=4),
+    "epochs": lambda n: n.choices(minimum=1),
+    "batch_size": lambda n: n.choices(minimum=1),
+    "lr": lambda n: _numbers(n, 0.0),
+    "data_fraction": lambda n: _numbers(n, 0.0, 1.0),
+    "weight_decay": lambda n: _numbers(n, 0.0, low_open=False),
+    "augment": _booleans,
+}
+KIND_HYPERPARAMETERS = {"supernet": HYPERPARAMETERS, "standalone": STANDALONE_HYPERPARAMETERS}
+KIND_PARSERS = {"supernet": PARSERS, "standalone": STANDALONE_PARSERS}
 
 
 def _estimator(node: Node, modes: tuple[str, ...]) -> str:

@@ -1,0 +1,116 @@
+"""The paper's BPE: MIP over standalone proxy settings, each trial training every reference cell on its own."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from raynas.bpe import Reference, load_bpe_space, load_proxy_setting, read_trials, run_bpe
+from raynas.bpe.mip import search_reference
+from raynas.bpe.proxy import PROXY_SCHEMA
+from raynas.bpe.space import STANDALONE_HYPERPARAMETERS, bpe_space_from_dict
+from raynas.cli import main
+from raynas.errors import SpaceError
+from raynas.space import load_space
+
+CELLS = {  # NAS-Bench-201 cells with their 200-epoch CIFAR-10 accuracy (nb201_cifar10_dev.csv)
+    "|none~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|": 91.99,
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|": 10.0,
+    "|nor_conv_1x1~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|": 92.49,
+    "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|avg_pool_3x3~1|none~2|": 51.09,
+}
+STANDALONE = {
+    "name": "tiny_standalone", "target_space": "nb201", "data": "synthetic", "proxy": "standalone", "seed": 0,
+    "hyperparameters": {"channels": [2, 4], "cells_per_stage": [1], "resolution": [8], "epochs": [1, 2],
+                        "batch_size": [32], "lr": [0.05], "data_fraction": [0.5, 1.0], "augment": [False]},
+    "mip": {"rounds": 2, "trials_per_round": 2, "metric": "spearman_rho"},
+}
+
+
+@pytest.fixture(scope="module")
+def nb201():
+    return load_space("nb201")
+
+
+def reference(space) -> Reference:
+    keys = [space.key(space.arch(k)) for k in CELLS]
+    return Reference(space.name, tuple(space.arch(k) for k in keys), tuple(keys), tuple(CELLS.values()), "cells")
+
+
+def test_a_standalone_file_has_its_own_hyperparameters_and_defaults():
+    bpe = bpe_space_from_dict(STANDALONE)
+    assert bpe.proxy == "standalone" and bpe.names == tuple(STANDALONE_HYPERPARAMETERS)
+    assert bpe.free == ("channels", "epochs", "data_fraction")
+    assert bpe.fixed["weight_decay"] == 3e-4  # left out: ProxySetting's default (the paper's BPE1)
+    assert bpe.estimator_for(None) == "proxy_accuracy" and bpe.mip.column == "rho"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"target_space": "tiny"}, r"<dict>: proxy: standalone proxies support nb201 spaces for now; target_space 'tiny'"),
+    ({"estimator": "bn_score"}, r"estimator: a standalone proxy ranks by each architecture's val top-1"),
+    ({"hyperparameters": {"width_multiplier": [0.5]}},
+     r"hyperparameters: unknown hyper-parameter\(s\) \['width_multiplier'\] for a standalone proxy; valid"),
+    ({"hyperparameters": {"augment": [True, "yes"]}}, r"hyperparameters.augment: choices must be distinct true/false"),
+    ({"hyperparameters": {"resolution": [2, 8]}}, r"hyperparameters.resolution: every choice must be >= 4"),
+    ({"proxy": "both"}, r"proxy: must be one of \['supernet', 'standalone'\], got 'both'"),
+    ({"mip": {"metric": "pearson"}}, r"mip: metric must be one of \['kendall_tau', 'spearman_rho'\], got 'pearson'"),
+])
+def test_standalone_file_errors_name_the_key_and_rule(change, message):
+    with pytest.raises(SpaceError, match=message):
+        bpe_space_from_dict({**STANDALONE, **change})
+
+
+def test_a_count_of_reference_archs_samples_a_larger_table_seeded(nb201):
+    bpe = bpe_space_from_dict({**STANDALONE, "reference_archs": 3})
+    picked = search_reference(bpe, reference(nb201))
+    assert len(picked) == 3 and set(picked.keys) < set(reference(nb201).keys)
+    assert search_reference(bpe, reference(nb201)).keys == picked.keys
+    assert len(search_reference(bpe_space_from_dict({**STANDALONE, "reference_archs": 9}), reference(nb201))) == 4
+
+
+@pytest.mark.slow
+def test_mip_over_standalone_settings_end_to_end(ray_local, tmp_path, nb201):
+    bpe = bpe_space_from_dict(STANDALONE)
+    result = run_bpe(bpe, reference(nb201), tmp_path / "out", verbose=False)
+
+    trials = read_trials(tmp_path / "out").to_pandas()
+    assert len(trials) == 4 and trials.groupby("round").size().to_dict() == {0: 2, 1: 2}
+    assert set(trials["status"]) <= {"ok", "degenerate"} and trials["estimator"].eq("proxy_accuracy").all()
+    assert trials["num_reference"].eq(4).all() and (trials["seconds_per_arch"] > 0).all()
+    assert (trials["cost_seconds"] >= 4 * trials["seconds_per_arch"]).all() and trials["mode"].isna().all()
+    decision = result.rounds[0].decision
+    assert decision.param in bpe.free and (trials[trials["round"] == 1][decision.param] == decision.value).all()
+    assert set(result.setting) == set(STANDALONE_HYPERPARAMETERS) and result.sampling is None
+    assert math.isfinite(result.rho) or result.rho != result.rho  # degenerate trials may leave it NaN
+
+    # every cell's accuracy behind each correlation is kept, one Parquet file per trial
+    files = sorted((tmp_path / "out" / "runs").glob("*.parquet"))
+    assert len(files) == 4
+    rows = pd.concat([pd.read_parquet(f) for f in files])
+    assert list(rows.columns) == PROXY_SCHEMA.names and len(rows) == 16
+    assert set(rows["arch"]) == set(reference(nb201).keys)
+
+    # the chosen setting is a proxy setting `raynas proxy --setting` takes as it is
+    saved = json.loads((tmp_path / "out" / "bpe_result.json").read_text())
+    assert saved["proxy"] == "standalone" and saved["metric"] == "spearman_rho"
+    setting = load_proxy_setting(tmp_path / "out" / "bpe_result.json", nb201)
+    assert {k: getattr(setting, k) for k in STANDALONE_HYPERPARAMETERS} == result.setting and setting.seed == 0
+
+
+def test_cli_holds_cells_out_of_the_search(ray_local, tmp_path, nb201, capsys):
+    spec = {**STANDALONE, "hyperparameters": {**STANDALONE["hyperparameters"], "channels": [4], "epochs": [2],
+                                               "lr": [0.1], "data_fraction": [1.0]},
+            "mip": {"rounds": 1, "trials_per_round": 1}}
+    (tmp_path / "bpe.yaml").write_text(json.dumps(spec))
+    table = pd.DataFrame({"arch": list(CELLS), "top1": list(CELLS.values())})
+    table.to_csv(tmp_path / "dev.csv", index=False)
+    code = main(["bpe", str(tmp_path / "bpe.yaml"), "--reference", str(tmp_path / "dev.csv"), "--accuracy-column",
+                 "top1", "--held-out", "1", "--out", str(tmp_path / "out")])
+    assert code == 0
+    held = pd.read_csv(tmp_path / "out" / "held_out.csv")
+    trained = pd.concat([pd.read_parquet(f) for f in (tmp_path / "out" / "runs").glob("*.parquet")])
+    assert len(held) == 1 and len(trained) == 3 and held["arch"][0] not in set(trained["arch"])
+    assert "held out:" in capsys.readouterr().out
