@@ -17,7 +17,8 @@ A run directory, as ``raynas search`` and ``raynas run`` write it and ``raynas r
       report/           written by the report, replaced on every run:
         front.csv       the non-dominated rows, arch and objectives first, sorted by the first objective
         pareto.png      every usable row in grey, the front highlighted and joined as a step line
-        summary.json    evaluator, objectives, directions, reference point, hypervolume, counts, front archs
+        summary.json    evaluator, objectives, directions, reference point and its sources, hypervolume,
+                        counts, front archs
 
 Which rows: one evaluator's rows at a time, because a BN score and a calibrated accuracy are
 not comparable. By default that is "calibrate" (calibrated accuracy) when such rows exist, else
@@ -25,6 +26,10 @@ not comparable. By default that is "calibrate" (calibrated accuracy) when such r
 The same architecture evaluated twice with the same objective values counts once on the front.
 FLOPs and params that a row lacks are filled in from the analytic cost model of the space, since
 they follow from the architecture alone.
+
+The hypervolume's reference point is fixed by the space and the objectives (``hv_reference``:
+the largest child's cost, accuracy 0, BN score 0), or passed by the user, so two runs' normalized
+hypervolumes compare; summary.json says where each objective's reference value came from.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ from raynas.results.pareto import (
     directions_of,
     hypervolume,
     pareto_mask,
-    reference_point,
     usable_rows,
 )
+from raynas.results.hv_reference import HypervolumeBox, hypervolume_box, normalized_hypervolume
 from raynas.results.store import ResultStore
 from raynas.space import SearchSpace, load_space, space_from_dict
 
@@ -148,6 +153,7 @@ class Report:
     reference: tuple[float, ...]
     hypervolume: float
     hypervolume_normalized: float  # share of the box between the ideal point and the reference
+    reference_sources: tuple[str, ...]  # per objective: space, bound, rows or user (``hv_reference``)
     status_counts: dict[str, int]  # this evaluator's rows, per status
     missing_objective: int  # rows with status ok but no value for some objective
     filled_costs: int  # rows whose FLOPs or params came from the cost model
@@ -176,6 +182,7 @@ class Report:
         return {
             "space": self.space.name, "evaluator": self.evaluator, "objectives": list(self.objectives),
             "directions": self.directions, "reference": list(self.reference),
+            "reference_sources": list(self.reference_sources),
             "hypervolume": self.hypervolume, "hypervolume_normalized": self.hypervolume_normalized,
             "rows": self.total, "usable": len(self.rows), "excluded": self.excluded,
             "status_counts": self.status_counts, "missing_objective": self.missing_objective,
@@ -190,6 +197,7 @@ def load_report(
     evaluator: str | None = None,
     space: str | SearchSpace | None = None,
     run_id: str | None = None,
+    reference: Sequence[float] | None = None,
 ) -> Report:
     """Read ``DIR/results`` and build the report; defaults are described in the module docstring."""
     run = RunDir(Path(root))
@@ -202,7 +210,7 @@ def load_report(
     if df.empty:
         raise ResultsError(f"{run.results}: no result rows; run a search into {run.root} first")
     return build_report(df, the_space, objectives, evaluator, int(meta.get("num_classes", 10)),
-                        run_id, meta.get("run_id"))
+                        run_id, meta.get("run_id"), reference)
 
 
 def build_report(
@@ -213,8 +221,9 @@ def build_report(
     num_classes: int = 10,
     run_id: str | None = None,
     recorded_run: str | None = None,
+    reference: Sequence[float] | None = None,
 ) -> Report:
-    """The report of a results table already in memory."""
+    """The report of a results table already in memory; ``reference`` overrides the fixed one."""
     chosen = choose_evaluator(df, evaluator)
     names = check_objectives(objectives) if objectives else default_objectives(chosen)
     rows = choose_run(df[df["evaluator"] == chosen], run_id, recorded_run)
@@ -227,25 +236,32 @@ def build_report(
             f"status counts: {_status_counts(rows)}"
         )
     usable = complete.drop_duplicates(subset=["arch", *names])
-    return _assemble(space, chosen, names, usable, _status_counts(rows), len(ok) - len(complete), filled)
+    box_of = _Box(space, num_classes, reference)
+    return _assemble(space, chosen, names, usable, _status_counts(rows), len(ok) - len(complete), filled, box_of)
+
+
+@dataclass(frozen=True)
+class _Box:
+    """What the hypervolume's fixed reference needs besides the rows."""
+
+    space: SearchSpace
+    num_classes: int
+    user: Sequence[float] | None
+
+    def __call__(self, names: list[str], dirs: list[str], values: np.ndarray) -> HypervolumeBox:
+        return hypervolume_box(names, dirs, values, self.space, self.num_classes, self.user)
 
 
 def _assemble(space: SearchSpace, evaluator: str, names: list[str], usable: pd.DataFrame,
-              counts: dict[str, int], missing: int, filled: int) -> Report:
+              counts: dict[str, int], missing: int, filled: int, box_of: _Box) -> Report:
     values = usable[names].to_numpy(dtype=np.float64)
     dirs = directions_of(names)
-    ref = reference_point(values, dirs)
-    volume = hypervolume(values, dirs, ref)
+    box = box_of(names, dirs, values)
+    volume = hypervolume(values, dirs, box.reference)
     front = usable[pareto_mask(values, dirs)].sort_values(names, kind="stable")
     return Report(space, evaluator, tuple(names), usable.reset_index(drop=True), front.reset_index(drop=True),
-                  tuple(float(r) for r in ref), volume, _normalized(volume, values, dirs, ref), counts, missing, filled)
-
-
-def _normalized(volume: float, values: np.ndarray, directions: Sequence[str], ref: np.ndarray) -> float:
-    """Hypervolume over the volume of the box from the ideal point to the reference: unit-free."""
-    signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    box = float(np.prod(ref * signs - (values * signs).min(axis=0)))
-    return volume / box if box > 0 else 0.0
+                  tuple(float(r) for r in box.reference), volume, normalized_hypervolume(volume, box, dirs),
+                  box.sources, counts, missing, filled)
 
 
 def _status_counts(rows: pd.DataFrame) -> dict[str, int]:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from raynas.cli import main
+from raynas.cost import CostModel
 from raynas.errors import RaynasError
 from raynas.results import ResultsError, ResultStore
 from raynas.results.pareto import (
@@ -154,14 +155,15 @@ def tiny():
 
 
 def calibrate_rows(space, n: int = 60, seed: int = 0) -> list[dict]:
-    """Distinct random archs with accuracy and FLOPs; every 7th failed, one ok row without accuracy."""
+    """Distinct random archs with accuracy and their FLOPs and params; every 7th failed, one ok row without accuracy."""
     rng = random.Random(seed)
     archs = list(dict.fromkeys(space.key(space.sample(rng)) for _ in range(4 * n)))[:n]
+    costs = CostModel(space).costs([space.arch(a) for a in archs])
     rows = []
     for trial, arch in enumerate(archs):
         row = {"run_id": "run-1", "trial": trial, "arch": arch, "evaluator": "calibrate", "status": "ok",
-               "accuracy": rng.random(), "split": "val", "top5": 1.0, "loss": rng.random(), "flops": rng.randrange(10**6, 10**7),
-               "params": rng.randrange(10**4, 10**5)}
+               "accuracy": rng.random(), "split": "val", "top5": 1.0, "loss": rng.random(),
+               "flops": int(costs["flops"][trial]), "params": int(costs["params"][trial])}
         if trial % 7 == 3:
             row = {**{k: row[k] for k in ("run_id", "trial", "arch", "evaluator")}, "status": "failed", "error": "boom"}
         rows.append(row)
@@ -203,8 +205,28 @@ def test_report_command_writes_csv_png_and_summary_of_exactly_the_front(tmp_path
     failed = sum(r["status"] == "failed" for r in rows)
     assert summary["status_counts"] == {"failed": failed, "ok": len(rows) - failed}
     assert summary["excluded"] == failed + 1 and summary["usable"] == len(ok)
-    assert summary["hypervolume"] == pytest.approx(hypervolume(values, ["max", "min"]))
+    cheapest, largest = CostModel(tiny).costs([tiny.min(), tiny.max()])["flops"]
+    assert summary["reference"] == pytest.approx([-0.01, largest + 0.01 * (largest - cheapest)])
+    assert summary["reference_sources"] == ["bound", "space"]
+    assert summary["hypervolume"] == pytest.approx(hypervolume(values, ["max", "min"], summary["reference"]))
     assert f"{summary['excluded']} of {len(rows)} excluded" in out
+
+
+def test_the_hypervolume_reference_is_fixed_by_the_space_not_the_rows(tmp_path, tiny, capsys):
+    rows = [r for r in calibrate_rows(tiny) if r["status"] == "ok"]
+    first = load_report(write_run(tmp_path / "a", tiny, rows))
+    fewer = load_report(write_run(tmp_path / "b", tiny, rows[: len(rows) // 2]))
+    assert first.reference == fewer.reference and first.reference_sources == ("bound", "space")
+    assert 0 < fewer.hypervolume_normalized <= first.hypervolume_normalized <= 1  # fewer rows never dominate more
+
+    root = write_run(tmp_path / "c", tiny, rows)
+    assert main(["report", str(root), "--reference", "0.5,1e9"]) == 0
+    assert "accuracy 0.5 (user), flops 1e+09 (user)" in capsys.readouterr().out
+    assert main(["report", str(root), "--reference", "0.5"]) == 2
+    assert "--reference needs one value per objective ['accuracy', 'flops'], got [0.5]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own one-line error
+        main(["report", str(root), "--reference", "0.5,big"])
+    assert "argument --reference: must be comma-separated numbers" in capsys.readouterr().err
 
 
 def test_report_with_space_flag_when_run_json_is_missing_and_bn_rows_only(tmp_path, tiny, capsys):
