@@ -105,7 +105,7 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("num_reference", pa.int64()), pa.field("train_images", pa.int64()),
         pa.field("tau", pa.float64()), pa.field("rho", pa.float64()), pa.field("cost_seconds", pa.float64()),
         pa.field("train_seconds", pa.float64()), pa.field("score_seconds", pa.float64()),
-        pa.field("seconds_per_arch", pa.float64()), pa.field("failed_archs", pa.int64()),  # standalone only
+        pa.field("seconds_per_arch", pa.float64()), pa.field("failed_archs", pa.int64()),  # standalone only (CPU s)
         pa.field("device", pa.string()), pa.field("cpu_threads", pa.int64()),
         pa.field("status", pa.string()), pa.field("error", pa.string()),
     ],

@@ -10,7 +10,7 @@ and measure how well that ranking agrees with the full-budget one. ``proxy_evalu
    to the proxy resolution, and puts them in Ray's object store once;
 3. trains each architecture with ``fit_child`` in its own Ray task (1 CPU, or 1 GPU), all from
    the same seed, and records the validation top-1 (``proxy_accuracy``) and the task's wall
-   seconds of training plus evaluation;
+   seconds and CPU seconds of training plus evaluation;
 4. writes the rows to ``OUT/proxy.parquet`` as each task finishes (temp file, then
    ``os.replace``), so an interrupted run loses only the architectures in flight.
 
@@ -56,7 +56,7 @@ from raynas.train.data_feed import pack_splits
 from raynas.train.standalone import fit_child
 
 PROXY_FILE = "proxy.parquet"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 OK = "ok"
 ERROR = "error"
 IDENTITY = ("space", "data", *KEYS)
@@ -65,6 +65,7 @@ IDENTITY = ("space", "data", *KEYS)
 PROXY_SCHEMA = pa.schema(
     [
         pa.field("arch", pa.string()), pa.field("proxy_accuracy", pa.float64()), pa.field("seconds", pa.float64()),
+        pa.field("cpu_seconds", pa.float64()),
         pa.field("train_loss", pa.float64()), pa.field("status", pa.string()), pa.field("error", pa.string()),
         pa.field("space", pa.string()), pa.field("data", pa.string()), pa.field("train_images", pa.int64()),
         pa.field("val_images", pa.int64()), pa.field("device", pa.string()),
@@ -232,16 +233,18 @@ def _train_one(proxy: SearchSpace, key: str, packed: dict[str, Any], config: Tra
 
 
 def train_proxy(proxy: SearchSpace, key: str, packed: dict[str, Any], config: TrainConfig, device: str) -> Row:
-    """Train one architecture of the proxy space in this process: its accuracy, loss, status and seconds."""
+    """Train one architecture of the proxy space in this process: its accuracy, loss, status, wall
+    seconds and CPU seconds (this process's, all threads: what a CPU budget counts, unmoved by
+    other processes sharing the machine)."""
     _warm_up()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         fitted = fit_child(proxy, proxy.arch(key), packed, config, device)
+        row = {"proxy_accuracy": fitted["val_accuracy"], "train_loss": fitted["train_loss"], "status": OK,
+               "error": None}
     except TrainingError as err:
-        return {"proxy_accuracy": math.nan, "train_loss": math.nan, "status": ERROR, "error": str(err),
-                "seconds": time.perf_counter() - started}
-    return {"proxy_accuracy": fitted["val_accuracy"], "train_loss": fitted["train_loss"], "status": OK,
-            "error": None, "seconds": time.perf_counter() - started}
+        row = {"proxy_accuracy": math.nan, "train_loss": math.nan, "status": ERROR, "error": str(err)}
+    return {**row, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
 
 
 @functools.cache

@@ -10,8 +10,8 @@ standalone under it and ranking them by the accuracy they reach. A trial
 3. trains the reference architectures one after the other in this process (``train_proxy``:
    the trial's Ray Tune actor owns its CPUs) and keeps each one's val top-1;
 4. returns Kendall tau and Spearman rho of those accuracies against the reference, the trial's
-   wall seconds (``cost_seconds``: what MIP weighs) and the mean training seconds per
-   architecture (``seconds_per_arch``: the figure a proxy is budgeted by).
+   wall seconds (``cost_seconds``: what MIP weighs) and the mean CPU seconds of training and
+   evaluating one architecture (``seconds_per_arch``: the figure a proxy is budgeted by).
 
 Each architecture's row (``PROXY_SCHEMA``) goes to ``RUNS/<trial>.parquet`` as it finishes, so the
 accuracies behind a correlation are kept and can be ranked again (``benchmarks.reference_ranking``).
@@ -97,7 +97,7 @@ def _train_and_rank(task: StandaloneTask, setting: dict[str, Any], data: DataSpl
     tau, rho = rank_correlation(accuracy[ok], np.asarray(task.reference.accuracy, dtype=float)[ok])
     seconds = float(sum(r["seconds"] for r in rows))
     return {"tau": tau, "rho": rho, "train_images": base["train_images"], "train_seconds": seconds,
-            "seconds_per_arch": seconds / len(rows), "failed_archs": int(sum(r["status"] == PROXY_ERROR for r in rows)),
+            "seconds_per_arch": sum(r["cpu_seconds"] for r in rows) / len(rows), "failed_archs": int(sum(r["status"] == PROXY_ERROR for r in rows)),
             "status": OK if np.isfinite(tau) else DEGENERATE}
 
 
