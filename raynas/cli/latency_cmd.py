@@ -1,4 +1,4 @@
-"""Measure a per-block latency table of a space on this machine (CPU, or GPU with --gpu)."""
+"""Measure a per-block latency table of a space on this machine (CPU, or GPU with --device cuda)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from raynas.cli.common import non_negative_int, positive_int
 from raynas.estimate.latency import (
+    AMP_MODES,
     DEFAULT_REPEATS,
     DEFAULT_ROUNDS,
     DEFAULT_WARMUP,
@@ -23,7 +24,13 @@ from raynas.space import SearchSpace, load_space
 def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("space", help="a shipped space name (tiny, mbv3_cifar, nb201, ...) or a .yaml path")
     parser.add_argument("--out", type=Path, required=True, help="the table file to write (JSON)")
-    parser.add_argument("--gpu", action="store_true", help="measure on the GPU (cuda) instead of the CPU")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--device", default="cpu", help="torch device to measure on: cpu, cuda or cuda:INDEX")
+    where.add_argument("--gpu", dest="device", action="store_const", const="cuda", help="the same as --device cuda")
+    parser.add_argument("--amp", choices=AMP_MODES, default="off",
+                        help="bf16: time every call under torch.autocast (part of the device key)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="time probes and inputs in the channels-last memory format (part of the device key)")
     parser.add_argument("--resolution", type=positive_int, nargs="+", action="extend", default=None, metavar="R",
                         help="measure only these input resolutions (keeps large spaces cheap); default: all")
     parser.add_argument("--batch-size", type=positive_int, default=1)
@@ -42,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with num_threads(args.threads):
         table = measure_latency_table(
-            space, "cuda" if args.gpu else "cpu", args.batch_size, args.repeats, args.warmup, args.resolution,
+            space, args.device, args.batch_size, args.repeats, args.warmup, args.resolution,
             num_classes=args.num_classes, in_channels=args.in_channels, rounds=args.rounds, progress=_progress,
+            amp=args.amp, channels_last=args.channels_last,
         )
     seconds = time.perf_counter() - start
     path = table.save(args.out)

@@ -244,7 +244,9 @@ class BNIndicator:
     """BN-NAS indicator as a scikit-learn-style estimator: ``BNIndicator().fit(supernet).score(archs)``.
 
     ``fit`` reads the gammas once into ``table_`` (op name -> ``OpTable``); ``score`` is a pure
-    numpy lookup, so it is safe to call from any process that holds the fitted estimator.
+    numpy lookup, so it is safe to call from any process that holds the fitted estimator. Neither
+    needs a device: ``fit`` copies the gammas to host memory from wherever the supernet lives
+    (CPU or GPU), and ``score`` never touches torch.
     """
 
     def __init__(self, depth_rule: str = "sum", parameterless_score: float = 0.0, measure: str = "abs_gamma") -> None:
@@ -304,7 +306,7 @@ def score_direct(
 
 
 def _mean_measure(gamma: torch.Tensor, measure: str) -> float:
-    return float(MEASURES[measure](gamma.detach().double().numpy()).mean())
+    return float(MEASURES[measure](gamma.detach().cpu().double().numpy()).mean())
 
 
 def _mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:

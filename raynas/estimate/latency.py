@@ -32,8 +32,15 @@ by default. End-to-end validation times whole children the same way. CPU timings
 torch thread count, so it is part of the device key; ``num_threads(1)`` pins it, which is the
 most stable choice on a small shared machine: with one thread a call is timed by the thread's
 CPU clock, which does not count the time other processes took (``clock_name``). On a GPU
-every call is timed with CUDA events; a per-block sum over-counts launch gaps that a whole
-network overlaps, so expect a GPU table to over-predict small children.
+every call is timed with CUDA events recorded around it, after the warm-up calls and a
+``torch.cuda.synchronize()``, and the events are read after one more synchronise; a per-block
+sum over-counts launch gaps that a whole network overlaps, so expect a GPU table to
+over-predict small children.
+
+Precision. ``amp="bf16"`` times every call under ``torch.autocast(dtype=torch.bfloat16)`` and
+``channels_last=True`` converts probes and inputs to the channels-last memory format; both
+change latency, so both are part of the device key ("cuda-NVIDIA_H200-bf16-cl") and tables of
+different precisions never mix.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from torch import nn
 from raynas.cost import CostModel
 from raynas.cost.columns import value_columns
 from raynas.errors import ConfigError, RaynasError
+from raynas.estimate.device import resolve_device
 from raynas.space import Arch, SearchSpace
 from raynas.space.families.mobilenet import MobileNetSpec, StageSpec
 from raynas.space.families.nb201 import EDGES, NB201Spec, edge_name
@@ -76,6 +84,8 @@ DEFAULT_WARMUP = 2
 """Untimed calls before each pass of an entry."""
 DEFAULT_ROUNDS = 8
 """Interleaved passes over all entries (see ``interleaved_latency_ms``)."""
+AMP_MODES = ("off", "bf16")
+"""``amp``: "off" times float32 calls, "bf16" calls under ``torch.autocast(dtype=torch.bfloat16)``."""
 
 
 class MissingLatencyEntryError(RaynasError, LookupError):
@@ -83,20 +93,18 @@ class MissingLatencyEntryError(RaynasError, LookupError):
 
 
 # --- devices and threads ------------------------------------------------------------------------
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A ``torch.device`` for "cpu" or "cuda[:i]"; a GPU that is not there is a clear error."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}") from err
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"latency is measured on 'cpu' or 'cuda' devices, got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} was asked for, but torch.cuda.is_available() is False; measure on 'cpu' "
-            "or run on a machine with a GPU"
-        )
-    return dev
+def check_precision(amp: str, channels_last: bool) -> None:
+    """Raise ``ConfigError`` naming the valid values when ``amp`` or ``channels_last`` is unknown."""
+    if amp not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {list(AMP_MODES)}, got {amp!r}")
+    if not isinstance(channels_last, bool):
+        raise ConfigError(f"channels_last must be true or false, got {channels_last!r}")
+
+
+def _precision_suffix(amp: str, channels_last: bool) -> str:
+    """The device-key suffix: empty for float32 in the default memory format, else "-bf16", "-cl"."""
+    check_precision(amp, channels_last)
+    return ("" if amp == "off" else f"-{amp}") + ("-cl" if channels_last else "")
 
 
 def sanitise(text: str) -> str:
@@ -114,17 +122,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def device_key(device: str | torch.device = "cpu") -> str:
-    """A filename-safe name for the hardware a table is valid on.
+def device_key(device: str | torch.device = "cpu", amp: str = "off", channels_last: bool = False) -> str:
+    """A filename-safe name for the hardware and precision a table is valid on.
 
-    "cpu-<model>-t<torch threads>" or "cuda-<gpu name>": the thread count changes CPU latency
-    as much as the model does, so tables measured with different counts never mix.
+    "cpu-<model>-t<torch threads>" or "cuda-<gpu name>", then "-bf16" and "-cl" when measured
+    that way: the thread count changes CPU latency as much as the model does, and precision and
+    memory format change it on any device, so tables measured differently never mix.
     """
     dev = resolve_device(device)
+    suffix = _precision_suffix(amp, channels_last)
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
-        return sanitise(f"cuda-{torch.cuda.get_device_name(index)}")
-    return sanitise(f"cpu-{cpu_model()}-t{torch.get_num_threads()}")
+        return sanitise(f"cuda-{torch.cuda.get_device_name(index)}{suffix}")
+    return sanitise(f"cpu-{cpu_model()}-t{torch.get_num_threads()}{suffix}")
 
 
 @contextlib.contextmanager
@@ -240,6 +250,23 @@ def _random_input(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.randn(shape, generator=generator).to(device)
 
 
+def _prepared_call(module: nn.Module, shape: tuple[int, ...], device: torch.device, amp: str,
+                   channels_last: bool) -> Call:
+    """``module`` in eval mode on ``device`` with a seeded input, in the asked precision and format."""
+    module = module.to(device).eval()
+    x = _random_input(shape, device)
+    if channels_last:
+        module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if amp == "off":
+        return module, x
+
+    def autocast_call(inputs: torch.Tensor) -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return module(inputs)
+
+    return autocast_call, x
+
+
 def measure_children_ms(
     children: Sequence[nn.Module],
     resolutions: Sequence[int],
@@ -250,6 +277,8 @@ def measure_children_ms(
     repeats: int = DEFAULT_REPEATS,
     warmup: int = DEFAULT_WARMUP,
     rounds: int = DEFAULT_ROUNDS,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> np.ndarray:
     """End-to-end latency (ms) of several whole children, timed in interleaved passes like a table.
 
@@ -257,13 +286,14 @@ def measure_children_ms(
     the caller's modules keep their device and train/eval mode.
     """
     _check_counts(repeats, warmup, rounds, batch_size)
+    check_precision(amp, channels_last)
     if len(children) != len(resolutions):
         raise ConfigError(
             f"one resolution per child must be given, got {len(children)} children and {len(resolutions)} resolutions"
         )
     dev = resolve_device(device)
     calls = [
-        (copy.deepcopy(child).to(dev).eval(), _random_input((batch_size, in_channels, r, r), dev))
+        _prepared_call(copy.deepcopy(child), (batch_size, in_channels, r, r), dev, amp, channels_last)
         for child, r in zip(children, resolutions)
     ]
     return interleaved_latency_ms(calls.__getitem__, len(calls), repeats, warmup, rounds)
@@ -279,11 +309,13 @@ def measure_end_to_end(
     repeats: int = DEFAULT_REPEATS,
     warmup: int = DEFAULT_WARMUP,
     rounds: int = DEFAULT_ROUNDS,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> float:
     """End-to-end latency (ms) of one whole (exported) child; see ``measure_children_ms``."""
     times = measure_children_ms(
-        [child], [resolution], device,
-        batch_size=batch_size, in_channels=in_channels, repeats=repeats, warmup=warmup, rounds=rounds,
+        [child], [resolution], device, batch_size=batch_size, in_channels=in_channels, repeats=repeats,
+        warmup=warmup, rounds=rounds, amp=amp, channels_last=channels_last,
     )
     return float(times[0])
 
@@ -719,6 +751,8 @@ def measure_latency_table(
     in_channels: int = 3,
     rounds: int = DEFAULT_ROUNDS,
     progress: Callable[[int, int], None] | None = None,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> LatencyTable:
     """Measure every distinct block configuration of ``space`` on ``device``.
 
@@ -726,10 +760,12 @@ def measure_latency_table(
     (ofa_mbv3 has 25) cheap; children at other resolutions then raise a missing-entry error.
     Each entry takes ``repeats`` timed calls in ``rounds`` interleaved passes and keeps the
     median of its quietest pass (see ``interleaved_latency_ms``). The torch thread count is
-    left as it is (wrap the call in ``num_threads(n)`` to pin it); it is part of the device key.
+    left as it is (wrap the call in ``num_threads(n)`` to pin it); it is part of the device key,
+    and so are ``amp`` and ``channels_last`` (module docstring, "Precision").
     ``progress(done, rounds)`` is called after each pass.
     """
     _check_counts(repeats, warmup, rounds, batch_size)
+    check_precision(amp, channels_last)
     dev = resolve_device(device)
     family = _family(space)
     measured_res = _space_resolutions(space, resolutions)
@@ -739,28 +775,29 @@ def measure_latency_table(
     def make_call(k: int) -> Call:
         probe = family.probe(space, signatures[k], num_classes, in_channels)
         shares[k] = probe.share
-        return probe.module.to(dev).eval(), _random_input((batch_size, probe.channels, probe.size, probe.size), dev)
+        return _prepared_call(probe.module, (batch_size, probe.channels, probe.size, probe.size), dev, amp, channels_last)
 
     start = time.perf_counter()
     measured = interleaved_latency_ms(make_call, len(signatures), repeats, warmup, rounds, progress)
     meta = {
         "seconds": round(time.perf_counter() - start, 3), "repeats": repeats, "warmup": warmup, "rounds": rounds,
         "clock": clock_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(dev),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "amp": amp, "channels_last": channels_last, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     entries = {sig: float(ms / share) for sig, ms, share in zip(signatures, measured, shares)}
     return LatencyTable(
-        device_key(dev), space.name, entries, batch_size, num_classes, in_channels, measured_res,
+        device_key(dev, amp, channels_last), space.name, entries, batch_size, num_classes, in_channels, measured_res,
         space_digest(space), meta,
     )
 
 
 def cache_path(
-    space: SearchSpace, device: str | torch.device = "cpu", cache_dir: str | os.PathLike[str] | None = None
+    space: SearchSpace, device: str | torch.device = "cpu", cache_dir: str | os.PathLike[str] | None = None,
+    amp: str = "off", channels_last: bool = False,
 ) -> Path:
     """``<cache_dir>/<space>-<device_key>.json``."""
     folder = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
-    return folder / f"{sanitise(space.name)}-{device_key(device)}.json"
+    return folder / f"{sanitise(space.name)}-{device_key(device, amp, channels_last)}.json"
 
 
 def cached_latency_table(
@@ -775,13 +812,15 @@ def cached_latency_table(
     repeats: int = DEFAULT_REPEATS,
     warmup: int = DEFAULT_WARMUP,
     rounds: int = DEFAULT_ROUNDS,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> LatencyTable:
-    """The cached table for this space and device, measured and saved once if absent.
+    """The cached table for this space, device and precision, measured and saved once if absent.
 
     A cached table is re-measured (and overwritten) when it was measured for another setting:
     batch size, classes, input channels, an edited space file, or fewer resolutions.
     """
-    path = cache_path(space, device, cache_dir)
+    path = cache_path(space, device, cache_dir, amp, channels_last)
     wanted = _space_resolutions(space, resolutions)
     if path.is_file():
         table = LatencyTable.load(path)
@@ -789,7 +828,7 @@ def cached_latency_table(
             return table
     table = measure_latency_table(
         space, device, batch_size, repeats, warmup, resolutions,
-        num_classes=num_classes, in_channels=in_channels, rounds=rounds,
+        num_classes=num_classes, in_channels=in_channels, rounds=rounds, amp=amp, channels_last=channels_last,
     )
     table.save(path)
     return table

@@ -234,6 +234,24 @@ def test_flops_stratified_sample_is_spread_and_reproducible():
     assert np.all(np.diff(flops) >= 0)  # one per quantile, in order
 
 
+def test_bf16_channels_last_table_has_the_same_entries_under_its_own_key(tiny_table, tmp_path):
+    tiny = space("tiny")
+    table = measure_latency_table(tiny, amp="bf16", channels_last=True, **QUICK)
+    assert set(table.entries) == set(tiny_table.entries) and all(ms > 0 for ms in table.entries.values())
+    assert table.device_key == device_key("cpu", "bf16", True) == tiny_table.device_key + "-bf16-cl"
+    assert (table.meta["amp"], table.meta["channels_last"]) == ("bf16", True)
+    assert cache_path(tiny, "cpu", tmp_path, amp="bf16") != cache_path(tiny, "cpu", tmp_path)
+    assert measure_end_to_end(build_supernet(tiny, 10).export(tiny.min()), 12, amp="bf16", channels_last=True,
+                              **QUICK) > 0
+
+
+def test_an_unknown_precision_is_a_clear_error():
+    with pytest.raises(ConfigError, match="amp must be one of \\['off', 'bf16'\\], got 'fp8'"):
+        measure_latency_table(space("tiny"), amp="fp8", **QUICK)
+    with pytest.raises(ConfigError, match="channels_last must be true or false, got 'yes'"):
+        device_key("cpu", channels_last="yes")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_table():
     table = measure_latency_table(space("tiny"), device="cuda", **QUICK)
@@ -248,6 +266,14 @@ def test_cli_writes_a_table(tmp_path, capsys):
     assert table.space == "tiny" and len(table.entries) == 108
     printed = capsys.readouterr().out
     assert "measured 108 block entries of tiny" in printed and table.device_key in printed
+
+
+def test_cli_measures_in_the_asked_precision(tmp_path, capsys):
+    out = tmp_path / "tiny.json"
+    argv = ["latency", "tiny", "--device", "cpu", "--amp", "bf16", "--channels-last", "--repeats", "1", "--rounds", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    table = LatencyTable.load(out)
+    assert table.device_key.endswith("-bf16-cl") and table.device_key in capsys.readouterr().out
 
 
 def test_cli_reports_a_bad_resolution(tmp_path, capsys):
