@@ -21,6 +21,7 @@ from raynas.train import load_checkpoint
 def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path)
     add_search_options(parser)
+    add_prescreen_options(parser)
     parser.add_argument("--data", default=None, help="DATA for calibration; default: the checkpoint's dataset")
     add_pool_options(parser)
     parser.add_argument("--wait-timeout", type=float, default=600.0,
@@ -46,6 +47,14 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default="search", help="study name; re-using it resumes the search")
     parser.add_argument("--search-seed", type=int, default=0)
     add_depth_rule(parser)
+
+
+def add_prescreen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prescreen", type=positive_int, default=None, metavar="N",
+                        help="before the trials, sample N children, score their table-lookup objectives in bulk "
+                             "and enqueue the Pareto front of the feasible ones as the first trials")
+    parser.add_argument("--prescreen-keep", type=non_negative_int, default=0, metavar="K",
+                        help="with --prescreen: keep the next fronts too, until K children (default 0: the front)")
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
@@ -74,7 +83,7 @@ def new_run_dir(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = search_config(args)
+    config = replace(search_config(args), prescreen=args.prescreen or 0, prescreen_keep=args.prescreen_keep)
     checkpoint = load_checkpoint(args.checkpoint)  # every input is read and checked before Ray starts
     latency = latency_table(args)
     info = checkpoint.data

@@ -68,6 +68,10 @@ class Evaluator:
         each = (time.perf_counter() - started) / max(1, len(parsed))
         return [self._row(arch, {"bn_score": float(s)}, "bn_score", each) for arch, s in zip(parsed, scores)]
 
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """BN-indicator scores of an index matrix (a prescreen's millions of children): no Arch is built."""
+        return self.indicator.score(matrix)
+
     def calibrate_and_evaluate(self, archs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """BN-calibrate each child on the seeded subset, then measure top-1/top-5/loss."""
         if self.calib is None or self.val is None:

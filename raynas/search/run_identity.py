@@ -1,10 +1,10 @@
 """What produced a search's results, recorded in ``run.json``, so a resume never mixes two searches.
 
 A search can be resumed (``--trials`` raised, a killed driver restarted) only under the identity
-it started with: the same checkpoint, space, evaluator, sampler, seeds, objectives, constraints and
-depth rule. Anything else would put two searches' trials in one study and their rows on one
-front. The number of trials, the batch size and ``top_k`` are not part of it: they say how far
-to go, not what is searched.
+it started with: the same checkpoint, space, evaluator, sampler, seeds, objectives, constraints,
+depth rule and prescreen (``--prescreen N``, ``--prescreen-keep K``). Anything else would put two
+searches' trials in one study and their rows on one front. The number of trials, the batch size
+and ``top_k`` are not part of it: they say how far to go, not what is searched.
 
 ``run.json`` keeps one identity per run id under ``"runs"``; a folder written before identities
 existed is read from its top-level ``run_id``/``checkpoint_id``/``search`` fields, and a folder that
@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,10 @@ class RunIdentity:
     """Everything that decides a search's rows. ``None`` marks a field the run does not use
     (``population`` outside NSGA-II/III, ``depth_rule`` outside BN scoring, the calibration
     outside the calibrate evaluator: a top-K stage's rows record their own ``calib_images``);
-    such a field is never compared."""
+    such a field is never compared. Fields added later (``LATER``) are left out of ``to_dict`` and
+    ``config_hash`` while unset, so an identity recorded before they existed keeps its hash."""
+
+    LATER: ClassVar[tuple[str, ...]] = ("prescreen", "prescreen_keep")
 
     checkpoint_id: str
     space: str
@@ -51,6 +54,8 @@ class RunIdentity:
     depth_rule: str | None = None
     calib_images: int | None = None
     calib_seed: int | None = None
+    prescreen: int | None = None
+    prescreen_keep: int | None = None
 
     @property
     def config_hash(self) -> str:
@@ -68,7 +73,8 @@ class RunIdentity:
 
     def _fields(self) -> dict[str, Any]:
         """The fields as JSON values (tuples as lists), as ``run.json`` holds them."""
-        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()
+                if value is not None or name not in self.LATER}
 
 
 def space_hash(definition: Mapping[str, Any]) -> str:

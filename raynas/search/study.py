@@ -20,6 +20,12 @@ the original's measured columns (``COPIED``), so reports, which keep ``ok`` rows
 architecture once. Infeasible repeats stay ``infeasible`` (they cost nothing); an architecture
 whose evaluation failed is evaluated again when proposed in a later batch.
 
+**A prescreen first** (``prescreen=N``, ``--prescreen N``). Before the first batch, N seeded
+children are scored in bulk on their table-lookup objectives (``raynas.search.prescreen``); the
+exact front of the feasible ones (and the next fronts, up to ``prescreen_keep``) is written to
+``prescreen-<run_id>.parquet`` and enqueued, so it makes the first trials, each with its row. A
+resume reads that file back and enqueues only the kept children that are no trial yet.
+
 **What optuna-dashboard shows.** The study carries the objective names (``set_metric_names``),
 every trial the user attribute ``arch`` (its canonical key), and ``record_stage`` adds the
 results of later stages (short training, final training) as study user attributes.
@@ -54,6 +60,14 @@ from raynas.search.define import suggest_arch
 from raynas.search.journal_repair import repair_journal
 from raynas.search.objectives import CHEAP, OBJECTIVES, Constraint, parse_objectives
 from raynas.search.pool import EvaluatorPool, PoolConfig
+from raynas.search.prescreen import (
+    Prescreened,
+    check_prescreen,
+    prescreen,
+    prescreen_path,
+    read_prescreened,
+    write_prescreened,
+)
 from raynas.search.run_identity import RunIdentity, check_resume, recorded_identity, space_hash
 from raynas.search.samplers import check_sampler, make_sampler, sampler_name
 from raynas.space import Arch
@@ -84,6 +98,10 @@ class SearchConfig:
     seed: int = 0
     top_k: int = 10
     run_id: str = "search"
+    prescreen: int = 0
+    """Children sampled and scored in bulk before the first trial; their front is enqueued (0: none)."""
+    prescreen_keep: int = 0
+    """Keep the prescreen's next fronts too, until this many children (0: the front alone)."""
 
     def __post_init__(self) -> None:
         self.objectives = parse_objectives(self.objectives)
@@ -91,6 +109,7 @@ class SearchConfig:
         check_sampler(self.sampler)
         if self.trials < 1 or self.batch_size < 1:
             raise ConfigError(f"trials and batch_size must be >= 1, got {self.trials}, {self.batch_size}")
+        check_prescreen(self.prescreen, self.prescreen_keep, self.objectives)
 
     @property
     def evaluator(self) -> str:
@@ -176,6 +195,7 @@ class Search:
                               "make a new Search to resume it")
         try:
             self._recover()
+            self._enqueue_prescreened(progress)
             while (done := self._finished()) < self.config.trials:
                 trials = [self.study.ask() for _ in range(min(self.config.batch_size, self.config.trials - done))]
                 self._evaluate([(t, suggest_arch(t, self.space)) for t in trials])
@@ -209,6 +229,52 @@ class Search:
                        stored[stored["trial"] >= len(persisted)].sort_values("trial").to_dict("records")]
             self.study.add_trials(missing)
             self.journal.add_trials(missing)
+
+    # --- prescreen ----------------------------------------------------------------------
+    def _enqueue_prescreened(self, progress: bool) -> None:
+        """Enqueue the prescreen's kept children that are no trial yet, as many as trials are left.
+
+        After ``_recover``, so enqueued trials take the numbers after the recovered ones. A resume
+        enqueues what its first run did not reach.
+        """
+        if not self.config.prescreen:
+            return
+        kept = self._prescreened(progress)
+        tried = {t.user_attrs.get(ARCH_ATTR) for t in self.study.get_trials(deepcopy=False)}
+        todo = [key for key in kept.keys if key not in tried]
+        room = max(0, self.config.trials - self._finished())  # the rest wait for a resume with more trials
+        for key in todo[:room]:
+            self.study.enqueue_trial(self.space.arch(key).to_dict())
+        if progress:
+            waiting = f"; {len(todo) - room} wait for more --trials" if len(todo) > room else ""
+            print(f"[raynas] prescreen: {min(room, len(todo))} of {len(kept.keys)} kept children enqueued "
+                  f"({len(kept.keys) - len(todo)} are trials already{waiting})", flush=True)
+
+    def _prescreened(self, progress: bool) -> Prescreened:
+        """The prescreen's kept set: read back when this search made it already, else made and written."""
+        path = prescreen_path(self.out_dir, self.config.run_id)
+        settings = self._prescreen_settings()
+        kept = read_prescreened(path, settings)
+        if kept is not None:
+            if progress:
+                print(f"[raynas] prescreen read back from {path}: {len(kept.keys)} kept", flush=True)
+            return kept
+        config = self.config
+        score = self.pool.score_matrix if "bn_score" in config.objectives else None
+        kept = prescreen(self.space, self.cheap, score, config.prescreen, objectives=config.objectives,
+                         constraints=config.parsed_constraints, seed=config.seed, keep=config.prescreen_keep)
+        write_prescreened(path, kept, settings)
+        if progress:
+            print(f"[raynas] {kept.summary()}; written to {path}", flush=True)
+        return kept
+
+    def _prescreen_settings(self) -> dict[str, Any]:
+        """What decides a prescreen's kept set; a file made under other settings is made again."""
+        config = self.config
+        return {"run_id": config.run_id, "checkpoint_id": self.checkpoint.checkpoint_id,
+                "samples": config.prescreen, "keep": config.prescreen_keep, "seed": config.seed,
+                "objectives": list(config.objectives), "constraints": [str(c) for c in config.parsed_constraints],
+                "depth_rule": pool_depth_rule(self.pool) if "bn_score" in config.objectives else None}
 
     def _own_rows(self, table: pd.DataFrame) -> pd.DataFrame:
         """The rows of this search: a folder may hold other searches' (other run ids or checkpoints)."""
@@ -347,6 +413,8 @@ def search_identity(config: SearchConfig, checkpoint: LoadedCheckpoint, pool_con
         depth_rule=configured_depth_rule(pool_config) if config.evaluator == "bn_score" else None,
         calib_images=calibration.images if calibration else None,
         calib_seed=calibration.seed if calibration else None,
+        prescreen=config.prescreen or None,
+        prescreen_keep=config.prescreen_keep if config.prescreen else None,
     )
 
 
