@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 from PIL import Image
 
 from raynas.cli import main
@@ -165,6 +166,16 @@ CASES = [
     Case("export-top-k-0", "export {ckpt} --top-k 0 --from {tmp} --out {tmp}/child", "top-k must be >= 1, got 0"),
     Case("latency-repeats-0", "latency tiny --repeats 0 --out {tmp}/lat.json",
          "argument --repeats: must be an integer >= 1, got 0"),
+    Case("latency-device-unknown", "latency tiny --device tpu --out {tmp}/lat.json",
+         "device must be 'cpu' or 'cuda[:index]', got 'tpu'"),
+    Case("latency-device-and-gpu", "latency tiny --device cpu --gpu --out {tmp}/lat.json",
+         "argument --gpu: not allowed with argument --device"),
+    Case("latency-amp-unknown", "latency tiny --amp fp8 --out {tmp}/lat.json", "argument --amp: invalid choice: 'fp8'"),
+    *([] if torch.cuda.is_available() else [  # a machine without a GPU refuses it in one line
+        Case("latency-device-cuda-absent", "latency tiny --device cuda --out {tmp}/lat.json",
+             "device 'cuda' was asked for, but torch.cuda.is_available() is False"),
+        Case("latency-gpu-absent", "latency tiny --gpu --out {tmp}/lat.json", "torch.cuda.is_available() is False"),
+    ]),
     Case("bpe-rounds-0", "bpe {tmp}/bpe.yaml --reference {tmp}/ref.csv --out {tmp}/bpe --rounds 0",
          "argument --rounds: must be an integer >= 1, got 0"),
     Case("space-num-classes-0", "space tiny --num-classes 0", "argument --num-classes: must be an integer >= 1, got 0"),
@@ -195,6 +206,20 @@ CASES = [
                           ("broken-json", lambda f: (f / META_FILE).write_text('{"epoch": 1, "space": '))]
       for command, argv in [("score", SCORE + " --all"), ("search", SEARCH), ("calibrate", CALIBRATE),
                             ("export", "export {ckpt} --arch x --out {tmp}/child")]),
+]
+CASES += [  # --prescreen
+    Case("search-prescreen-0", SEARCH + " --prescreen 0", "argument --prescreen: must be an integer >= 1, got 0"),
+    Case("search-prescreen-word", SEARCH + " --prescreen many",
+         "argument --prescreen: must be an integer >= 1, got 'many'"),
+    Case("search-prescreen-float", SEARCH + " --prescreen 1e6",
+         "argument --prescreen: must be an integer >= 1, got '1e6'"),
+    Case("search-prescreen-keep-negative", SEARCH + " --prescreen 10 --prescreen-keep -1",
+         "argument --prescreen-keep: must be an integer >= 0, got -1"),
+    Case("search-prescreen-keep-alone", SEARCH + " --prescreen-keep 5",
+         "prescreen_keep=5 needs a prescreen: pass --prescreen N"),
+    Case("search-prescreen-no-lookup", SEARCH + " --objectives accuracy --prescreen 10",
+         "--prescreen needs a table-lookup objective (bn_score, flops, params, latency_ms), "
+         "got objectives ['accuracy']"),
 ]
 
 

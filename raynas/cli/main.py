@@ -14,6 +14,7 @@ import raynas
 from raynas.cli import (
     bpe_cmd,
     calibrate_cmd,
+    data_cmd,
     export_cmd,
     latency_cmd,
     proxy_cmd,
@@ -39,6 +40,7 @@ COMMANDS: dict[str, ModuleType] = {
     "latency": latency_cmd,
     "export": export_cmd,
     "bpe": bpe_cmd,
+    "data": data_cmd,
     "proxy": proxy_cmd,
 }
 

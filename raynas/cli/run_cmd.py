@@ -17,8 +17,9 @@ import pandas as pd
 from raynas.cli.calibrate_cmd import pool_config
 from raynas.cli.common import add_address, non_negative_int, positive_float, positive_int
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
-from raynas.cli.train_cmd import add_max_failures, max_failures
+from raynas.cli.train_cmd import add_input, add_max_failures, add_speed_options, max_failures, speed_options
 from raynas.data import DataSplits, load_data
+from raynas.data.streaming import resolve_input
 from raynas.errors import ConfigError
 from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
 from raynas.protocol.main_job import (
@@ -79,6 +80,8 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(trials=1000, batch_size=200)
     add_address(parser)
     add_max_failures(parser)
+    add_input(parser)
+    add_speed_options(parser)
 
 
 def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
@@ -103,9 +106,12 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     config = _training(args, space)
     print(f"[raynas] 1/4 train {space.name} ({config.mode}, {config.sampling} sampling) on {args.workers} workers: "
           f"{data.summary()}")
-    trained = train_supernet(space, data, config, Scaling(num_workers=args.workers, use_gpu=args.gpu),
-                             out_dir=run.root / "train", name="supernet", address=args.address,
-                             max_failures=max_failures(args))
+    # --input stream: the supernet stage streams its images through Ray Data; the later stages use ``data``
+    streamed = resolve_input(args.data, args.input) == "stream"
+    trained = train_supernet(space, args.data if streamed else data, config,
+                             Scaling(num_workers=args.workers, use_gpu=args.gpu), out_dir=run.root / "train",
+                             name="supernet", address=args.address, max_failures=max_failures(args),
+                             input="stream" if streamed else "memory")
     checkpoint = load_checkpoint(trained.checkpoint)
     clock.lap("train supernet")
     pool = pool_config(args, args.seed, space)
@@ -157,8 +163,10 @@ def _report(run: RunDir, store: ResultStore, cost_name: str, search_evaluator: s
 
 
 def _training(args: argparse.Namespace, space) -> TrainConfig:
-    """BN-NAS's short BN-only run, or BigNAS's full recipe; --epochs/--lr/--sampling override."""
-    common = {"train_images": args.train_images, "seed": args.seed, "sampling": args.sampling or default_sampling(space)}
+    """BN-NAS's short BN-only run, or BigNAS's full recipe; --epochs/--lr/--sampling, --amp and
+    --channels-last override."""
+    common = {"train_images": args.train_images, "seed": args.seed, "sampling": args.sampling or default_sampling(space),
+              **speed_options(args)}
     default_epochs = FULL_MODE_EPOCHS if args.mode == "full" else DEFAULT_TRAINING["epochs"]
     epochs = default_epochs if args.epochs is None else args.epochs
     if args.mode == "full":

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
-from raynas.cli.common import add_training, data_spec, scaling, train_config
+from raynas.cli.common import add_training, scaling, train_config
+from raynas.data import INPUTS, open_data
 from raynas.errors import ConfigError
 from raynas.space import load_space
 from raynas.train import train_supernet
+from raynas.train.config import AMPS
 
 CLUSTER_MAX_FAILURES = 3
 """Default restarts on a cluster, where nodes come and go; a local run has none to survive."""
@@ -20,6 +23,8 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder for runs and checkpoints")
     add_training(parser)
     add_max_failures(parser)
+    add_input(parser)
+    add_speed_options(parser)
 
 
 def add_max_failures(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +32,29 @@ def add_max_failures(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failures", type=int, default=None, metavar="N",
                         help="restart lost or failed training workers from the latest checkpoint up to N times; "
                              f"default 0 on a local Ray instance, {CLUSTER_MAX_FAILURES} with --address (a cluster)")
+
+
+def add_input(parser: argparse.ArgumentParser) -> None:
+    """``--input``: how supernet training reads its images (decoded in memory, or streamed by Ray Data)."""
+    parser.add_argument("--input", choices=INPUTS, default="auto",
+                        help="memory: decode the training images once, here; stream: list the files here and "
+                             "decode them on the cluster with Ray Data (imagefolder:ROOT, shards:ROOT); "
+                             "auto (default): stream when the decoded images would not fit comfortably in memory")
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """``--amp`` and ``--channels-last``: supernet training speed options for GPUs (default off)."""
+    parser.add_argument("--amp", choices=list(AMPS), default=None,
+                        help="bf16: run the training forwards and losses under bfloat16 autocast (GPUs with bf16 "
+                             "support); default off (float32)")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="train with model and inputs in the channels-last memory format (faster convs on "
+                             "tensor-core GPUs, slower on CPUs); default off")
+
+
+def speed_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The speed flags given, as TrainConfig keys; an absent flag keeps the config's value."""
+    return {k: v for k, v in {"amp": args.amp, "channels_last": args.channels_last}.items() if v is not None}
 
 
 def max_failures(args: argparse.Namespace) -> int:
@@ -40,9 +68,11 @@ def max_failures(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
-    config = train_config(args)
-    result = train_supernet(space, data_spec(args), config, scaling(args), args.out, args.name, args.address,
-                            max_failures=max_failures(args))
+    config = train_config(args).replace(**speed_options(args))
+    # opened here (listed, or decoded) so that a bad DATA fails before Ray starts
+    data = open_data(args.data, seed=config.seed, input=args.input, download=args.download)
+    result = train_supernet(space, data, config, scaling(args), args.out, args.name, args.address,
+                            max_failures=max_failures(args), input=args.input)
     last = result.metrics[-1]
     print(f"trained {space.name} ({config.mode}) for {last['epoch']} epochs: "
           f"loss max {last['loss_max']:.3f}, {last['images_per_s']:.0f} img/s")

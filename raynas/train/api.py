@@ -15,13 +15,13 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raynas.data import DataSplits, load_data
-from raynas.errors import ConfigError, TrainingError
-from raynas.ray_env import check_resources, ensure_ray
+from raynas.data import DataSplits, StreamSplits, open_data
+from raynas.errors import ConfigError, DataError, TrainingError
+from raynas.ray_env import check_resources, ensure_ray, started_locally
 from raynas.space import Arch, SearchSpace
 from raynas.train.checkpoint import META_FILE, latest_checkpoint, read_meta, read_state
 from raynas.train.config import TrainConfig
-from raynas.train.data_feed import pack_splits
+from raynas.train.data_feed import pack_splits, pack_stream
 from raynas.train.loop import PROGRESS_FILE, STARTS_FILE, progress_line, train_loop
 from raynas.train.modes import same_schedule_so_far
 
@@ -44,7 +44,7 @@ class TrainResult:
 
 def train_supernet(
     space: SearchSpace,
-    data: str | DataSplits,
+    data: str | DataSplits | StreamSplits,
     config: TrainConfig,
     scaling: Scaling = Scaling(),
     out_dir: str | os.PathLike[str] = "runs",
@@ -52,6 +52,7 @@ def train_supernet(
     address: str | None = None,
     max_failures: int = 0,
     fault: dict[str, Any] | None = None,
+    input: str = "auto",
 ) -> TrainResult:
     """Train ``space``'s supernet with the sandwich rule; returns the last checkpoint.
 
@@ -59,33 +60,39 @@ def train_supernet(
     with the same space, data and config (more epochs only where the schedule so far is
     unchanged; see ``_check_resume``). ``max_failures`` restarts a lost or failed worker group
     that many times from the latest checkpoint; each restart is printed.
+
+    ``input`` says how a DATA string is read: "memory" (decoded once, shipped through Ray's
+    object store), "stream" (imagefolder:ROOT or shards:ROOT: listed here, decoded by Ray Data
+    tasks on the cluster and streamed to the workers; ``raynas.data.streaming``) or "auto"
+    (stream when the decoded images would not fit comfortably in memory). Both give the same
+    splits; on an image folder they train on the same batches.
     """
-    return _fit(space, data, config, scaling, out_dir, name, address, max_failures, fault, fixed_arch=None)
+    return _fit(space, data, config, scaling, out_dir, name, address, max_failures, fault, None, input)
 
 
 def retrain(
     space: SearchSpace,
     arch: Arch,
-    data: str | DataSplits,
+    data: str | DataSplits | StreamSplits,
     config: TrainConfig,
     scaling: Scaling = Scaling(),
     out_dir: str | os.PathLike[str] = "runs",
     name: str | None = None,
     address: str | None = None,
+    input: str = "auto",
 ) -> TrainResult:
     """Train one child from scratch with the same loop (BN-NAS's final step, ground truth)."""
     config = config.replace(mode="full", num_random=0)
-    return _fit(space, data, config, scaling, out_dir, name, address, 0, None, fixed_arch=arch.to_dict())
+    return _fit(space, data, config, scaling, out_dir, name, address, 0, None, arch.to_dict(), input)
 
 
-def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fault, fixed_arch) -> TrainResult:
+def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fault, fixed_arch, input) -> TrainResult:
     if max_failures < 0:
         raise ConfigError(f"max_failures must be >= 0, got {max_failures}")
     ensure_ray(address)
     check_resources(max(scaling.num_workers, 1) if scaling.num_workers else 0, scaling.cpus_per_worker,
                     1.0 if scaling.use_gpu else 0.0)
-    splits = load_data(data, seed=config.seed) if isinstance(data, str) else data
-    packed = pack_splits(splits, config.train_images)
+    packed = _pack(data, config, scaling, input, with_val=fixed_arch is not None)
     name = name or f"{space.name}-{config.mode}-{uuid.uuid4().hex[:6]}"
     if not re.fullmatch(r"[\w.-]+", name):
         raise TrainingError(f"run name must use letters, digits, '.', '_' or '-', got {name!r}")
@@ -124,6 +131,25 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
     if result.checkpoint is None:
         raise TrainingError(f"run {name} finished without a checkpoint; see {storage / name}")
     return TrainResult(Path(result.checkpoint.path), _history(Path(result.checkpoint.path)), storage / name)
+
+
+def _pack(data: str | DataSplits | StreamSplits, config: TrainConfig, scaling: Scaling, input: str,
+          with_val: bool) -> dict[str, Any]:
+    """What the workers read: decoded images (``pack_splits``) or a file list to stream (``pack_stream``)."""
+    splits = open_data(data, seed=config.seed, input=input) if isinstance(data, str) else data
+    if isinstance(splits, StreamSplits) and input == "memory":
+        splits = splits.in_memory()
+    if isinstance(splits, DataSplits):
+        if input == "stream":
+            raise ConfigError("input='stream' needs a DATA string (imagefolder:ROOT or shards:ROOT) or StreamSplits, "
+                              "got images already decoded (DataSplits); pass the string instead")
+        return pack_splits(splits, config.train_images)
+    busy = scaling.num_workers * scaling.cpus_per_worker
+    if started_locally() and ray.cluster_resources().get("CPU", 0) - busy < 1:
+        raise ConfigError(f"streamed input decodes images in Ray Data tasks, which need a CPU beside the training "
+                          f"workers: {scaling.num_workers} workers x {scaling.cpus_per_worker:g} CPU leave none of the "
+                          f"Ray instance's {ray.cluster_resources().get('CPU', 0):g}; lower --workers or use --input memory")
+    return pack_stream(splits, config.train_images, with_val)
 
 
 def _check_resume(run_dir: Path, loop_config: dict[str, Any], config: TrainConfig) -> Path | None:
@@ -263,6 +289,9 @@ def _unwrap(err: Exception, run_dir: Path) -> Exception:
     message = str(err)
     kept = latest_checkpoint(run_dir)
     where = f"last good checkpoint: {kept}" if kept else "no checkpoint was written"
+    if isinstance(err, DataError) or "DataError: " in message:  # a bad image met while streaming
+        detail = re.findall(r"DataError: ([^\n]*)", message)
+        return DataError(f"{detail[-1] if detail else message} ({where})")
     if "TrainingError" in message or isinstance(err, TrainingError):
         detail = re.search(r"non-finite loss[^\n]*", message)
         return TrainingError(f"{detail.group(0) if detail else message} ({where})")

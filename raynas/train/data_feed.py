@@ -1,16 +1,20 @@
-"""Moving training data to workers: one zero-copy object in Ray's store, batches by index."""
+"""Moving training data to workers: one zero-copy object in Ray's store, batches by index;
+or, for large data, a file list that each worker streams through Ray Data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler
 
-from raynas.data import DataSplits, augment, to_model_input
+from raynas.data import DataSplits, FileSet, StreamSplits, augment, to_model_input
+from raynas.data.streaming import epoch_order, sampler_order, stream_batches
 from raynas.train.checkpoint import DataInfo
+
+Batch = tuple[int, torch.Tensor, torch.Tensor]
 
 
 def pack_splits(data: DataSplits, train_images: int | None = None) -> dict[str, Any]:
@@ -25,12 +29,32 @@ def pack_splits(data: DataSplits, train_images: int | None = None) -> dict[str, 
     }
 
 
-@dataclass
-class ShardFeed:
-    """This rank's batches of one epoch: a DistributedSampler over in-memory uint8 images."""
+def pack_stream(data: StreamSplits, train_images: int | None = None, with_val: bool = False) -> dict[str, Any]:
+    """The training file list (no image) for ``ray.put``; validation images only where the loop scores them."""
+    n = len(data.train) if train_images is None else min(train_images, len(data.train))
+    val = data.val if with_val else None
+    return {
+        "train_files": data.train.subset(np.arange(n)),
+        "size": data.size,
+        "val_images": val.images.numpy() if val else np.empty((0, 3, data.size[1], data.size[0]), np.uint8),
+        "val_labels": val.labels.numpy() if val else np.empty(0, np.int64),
+        "info": DataInfo.of(data).to_dict(),
+    }
 
-    images: torch.Tensor
-    labels: torch.Tensor
+
+def make_feed(packed: dict[str, Any], batch_size: int, rank: int, world: int, seed: int, augment: bool,
+              device: torch.device) -> "ShardFeed | StreamFeed":
+    """The feed for what ``pack_splits`` (in-memory images) or ``pack_stream`` (a file list) packed."""
+    if "train_files" in packed:
+        return StreamFeed(DataInfo.from_dict(packed["info"]), batch_size, rank, world, seed, augment,
+                          packed["train_files"], tuple(packed["size"]), device)
+    return ShardFeed.from_packed(packed, batch_size, rank, world, seed, augment, device)
+
+
+@dataclass
+class _Feed:
+    """What every feed shares: this rank of ``world``, fixed steps per epoch, seeded augmentation."""
+
     info: DataInfo
     batch_size: int
     rank: int
@@ -38,32 +62,68 @@ class ShardFeed:
     seed: int
     augment: bool
 
+    def _steps(self, count: int) -> int:
+        return count // (self.batch_size * self.world)  # drop_last: every rank takes the same steps
+
+    def _augmented(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """``augment`` seeded by (seed, step, rank): a resumed run draws the same crops and flips."""
+        if not self.augment:
+            return images
+        gen = torch.Generator().manual_seed(hash((self.seed, step, self.rank)) & 0x7FFFFFFF)
+        return augment(images.cpu(), gen, hflip=self.info.hflip).to(images.device)
+
+    def to_input(self, images: torch.Tensor, resolution: int) -> torch.Tensor:
+        return to_model_input(images, self.info.mean, self.info.std, resolution)
+
+
+@dataclass
+class ShardFeed(_Feed):
+    """This rank's batches of one epoch: a DistributedSampler over in-memory uint8 images."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
     @classmethod
     def from_packed(cls, packed: dict[str, Any], batch_size: int, rank: int, world: int, seed: int, augment: bool,
                     device: torch.device) -> "ShardFeed":
         images = torch.from_numpy(np.array(packed["train_images"])).to(device)
         labels = torch.from_numpy(np.array(packed["train_labels"])).to(device)
-        return cls(images, labels, DataInfo.from_dict(packed["info"]), batch_size, rank, world, seed, augment)
+        return cls(DataInfo.from_dict(packed["info"]), batch_size, rank, world, seed, augment, images, labels)
 
     def steps_per_epoch(self) -> int:
-        return len(self.labels) // (self.batch_size * self.world)
+        return self._steps(len(self.labels))
 
-    def epoch(self, epoch: int, first_step: int) -> "list[tuple[int, torch.Tensor, torch.Tensor]]":
+    def epoch(self, epoch: int, first_step: int) -> list[Batch]:
         """(global step, images, labels) for this rank; augmentation seeded by (seed, step, rank)."""
-        sampler = DistributedSampler(
-            range(len(self.labels)), num_replicas=self.world, rank=self.rank, shuffle=True, seed=self.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler), device=self.images.device)
+        per_rank = self.steps_per_epoch() * self.batch_size
+        order = torch.from_numpy(sampler_order(len(self.labels), self.seed, epoch, self.rank, self.world, per_rank))
+        order = order.to(self.images.device)
         batches = []
         for i in range(self.steps_per_epoch()):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
-            images = self.images[index]
-            if self.augment:
-                gen = torch.Generator().manual_seed(hash((self.seed, first_step + i, self.rank)) & 0x7FFFFFFF)
-                images = augment(images.cpu(), gen, hflip=self.info.hflip).to(self.images.device)
-            batches.append((first_step + i, images, self.labels[index]))
+            batches.append((first_step + i, self._augmented(self.images[index], first_step + i), self.labels[index]))
         return batches
 
-    def to_input(self, images: torch.Tensor, resolution: int) -> torch.Tensor:
-        return to_model_input(images, self.info.mean, self.info.std, resolution)
+
+@dataclass
+class StreamFeed(_Feed):
+    """This rank's batches of one epoch, read and decoded by Ray Data tasks in a seeded order.
+
+    The same interface as ``ShardFeed``; ``epoch`` is an iterator, since the images arrive as
+    they are decoded. The order depends only on (seed, epoch, rank) (``epoch_order``), so a
+    resumed run reads the same batches as an uninterrupted one; on an image folder they are the
+    batches ``ShardFeed`` would give.
+    """
+
+    files: FileSet
+    size: tuple[int, int]
+    device: torch.device
+
+    def steps_per_epoch(self) -> int:
+        return self._steps(len(self.files))
+
+    def epoch(self, epoch: int, first_step: int) -> Iterator[Batch]:
+        order = epoch_order(self.files, self.seed, epoch, self.rank, self.world, self.steps_per_epoch() * self.batch_size)
+        for i, (images, labels) in enumerate(stream_batches(self.files.subset(order), self.size, self.batch_size)):
+            batch = torch.from_numpy(np.array(images)).to(self.device)  # a copy: Ray's arrays are read-only
+            yield first_step + i, self._augmented(batch, first_step + i), torch.from_numpy(np.array(labels)).to(self.device)

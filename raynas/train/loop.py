@@ -27,7 +27,7 @@ from raynas.space import Arch, space_from_dict
 from raynas.supernet import BATCHNORMS, build_supernet
 from raynas.train.checkpoint import latest_checkpoint, read_state, restore_rng, rng_state, write_checkpoint
 from raynas.train.config import TrainConfig
-from raynas.train.data_feed import ShardFeed
+from raynas.train.data_feed import ShardFeed, StreamFeed, make_feed
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler, zero_init_residual_gamma
 from raynas.train.sandwich import Member, sandwich_members, sandwich_step
 
@@ -60,6 +60,19 @@ class AllreduceCounter:
         return dist.all_reduce(buffer.div_(world), async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
+def data_parallel(model: nn.Module, counter: AllreduceCounter) -> nn.Module:
+    """DDP over the default process group, its all-reduces counted; ``model`` itself on one rank.
+
+    Unused parameters are expected: each child uses a slice of the supernet. How often DDP
+    all-reduces per step is ``sandwich_step``'s choice (``TrainConfig.grad_sync``).
+    """
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return model
+    net = DistributedDataParallel(model, find_unused_parameters=True)
+    net.register_comm_hook(None, counter.hook)
+    return net
+
+
 def build_model(loop_config: dict[str, Any], config: TrainConfig, info: dict[str, Any]) -> tuple[nn.Module, Any]:
     space = space_from_dict(loop_config["space"], default_name=loop_config["space_name"])
     supernet = build_supernet(space, info["num_classes"], info["in_channels"], seed=config.seed, bn_layout=config.bn_layout)
@@ -79,9 +92,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else torch.device("cpu")
     packed = ray.get(loop_config["data_ref"])
-    feed = ShardFeed.from_packed(packed, config.batch_size, rank, world, config.seed, config.augment, device)
+    feed = make_feed(packed, config.batch_size, rank, world, config.seed, config.augment, device)
     model, space = build_model(loop_config, config, packed["info"])
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     trainable = configure_trainable(model, config)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)
@@ -89,10 +102,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if rank == 0:
         _append_line(Path(loop_config["run_dir"]) / STARTS_FILE, {"from_epoch": start_epoch})
     counter = AllreduceCounter()
-    net: nn.Module = model
-    if world > 1 and dist.is_initialized():
-        net = DistributedDataParallel(model, find_unused_parameters=True)
-        net.register_comm_hook(None, counter.hook)
+    net = data_parallel(model, counter)
     fixed = [Member("child", space.arch(loop_config["fixed_arch"]))] if loop_config.get("fixed_arch") else None
     trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
     for epoch in range(start_epoch, config.epochs):
@@ -116,22 +126,23 @@ def _sandwich_for(space: Any, config: TrainConfig) -> Callable[[int], list[Membe
 
 
 def run_epoch(
-    net: nn.Module, model: nn.Module, feed: ShardFeed, epoch: int, step: int,
+    net: nn.Module, model: nn.Module, feed: ShardFeed | StreamFeed, epoch: int, step: int,
     members_for: Callable[[int], list[Member]], optimizer: torch.optim.Optimizer, scheduler: Any,
     config: TrainConfig, key: Callable[[Arch], str], before_step: Callable[[int], None] | None = None,
 ) -> tuple[int, dict[str, float], int]:
     """One epoch of sandwich steps on this rank's shard; returns (next step, loss totals, steps)."""
     model.train()
     totals: dict[str, float] = {}
-    batches = feed.epoch(epoch, step)
-    for step, images, labels in batches:
+    steps = 0
+    for step, images, labels in feed.epoch(epoch, step):  # a StreamFeed yields batches as they are decoded
+        steps += 1
         if before_step is not None:
             before_step(step)
         losses = sandwich_step(net, members_for(step), [(images, labels)], feed.to_input, optimizer, config, step, key)
         scheduler.step()
         for role, value in losses.items():
             totals[role] = totals.get(role, 0.0) + value
-    return step + (1 if batches else 0), totals, len(batches)
+    return step + (1 if steps else 0), totals, steps
 
 
 def _resume(
@@ -164,7 +175,7 @@ def _epoch_metrics(epoch, step, totals, steps, seconds, feed, counter, trainable
     return metrics
 
 
-def accuracy(model: nn.Module, packed: dict[str, Any], feed: ShardFeed, arch: Arch, device: torch.device) -> float:
+def accuracy(model: nn.Module, packed: dict[str, Any], feed: ShardFeed | StreamFeed, arch: Arch, device: torch.device) -> float:
     model.eval()
     images = torch.from_numpy(packed["val_images"].copy()).to(device)
     labels = torch.from_numpy(packed["val_labels"].copy()).to(device)
