@@ -49,7 +49,7 @@ def add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training(parser: argparse.ArgumentParser, default_mode: str = "bn_only") -> None:
-    parser.add_argument("--data", default="digits", help="digits | synthetic | cifar10:ROOT | imagefolder:ROOT")
+    parser.add_argument("--data", default="digits", help="digits | synthetic | cifar10:ROOT | imagefolder:ROOT | shards:ROOT")
     parser.add_argument("--download", action="store_true", help="let cifar10:ROOT download the dataset")
     parser.add_argument("--mode", choices=["bn_only", "full"], default=default_mode)
     parser.add_argument("--epochs", type=positive_int, default=None)

@@ -229,6 +229,9 @@ def tune_search(
                           f"configuration per trial), got {per_trial!r}")
     if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
         raise ConfigError("latency_ms needs a latency table: pass latency_table")
+    if config.prescreen:
+        raise ConfigError(f"the Tune adapter has no prescreen (got prescreen={config.prescreen}); "
+                          "run the ask/tell search (raynas.search.search, `raynas search --prescreen N`)")
     concurrent = max_concurrent or 2 * len(pool.actors)
     _check_trial_resources(trial_cpus, concurrent)
     out = _fresh_dir(Path(out_dir).resolve(), config.run_id)

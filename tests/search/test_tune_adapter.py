@@ -47,3 +47,5 @@ def test_bad_arguments_fail_before_any_trial(trained, pool, tmp_path):
         tune_search(trained, pool, tmp_path, SearchConfig(trials=2), per_trial="batch")
     with pytest.raises(ConfigError, match="trial_cpus"):
         tune_search(trained, pool, tmp_path, SearchConfig(trials=2), trial_cpus=0)
+    with pytest.raises(ConfigError, match="the Tune adapter has no prescreen"):
+        tune_search(trained, pool, tmp_path, SearchConfig(trials=2, prescreen=100))
