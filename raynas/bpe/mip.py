@@ -339,15 +339,18 @@ def run_bpe(
     if any(trials_dir.glob("round-*.parquet")):
         raise ConfigError(f"{out} already holds BPE trials ({trials_dir}); choose a new output folder")
     runs = str((out / "runs").resolve())
+    task: ProxyTask | StandaloneTask  # built (and so checked) before Ray starts
+    if bpe.proxy == "standalone":
+        task = StandaloneTask(bpe.target_space, ref, runs, bpe.seed, use_gpu)
+    else:
+        task = ProxyTask(bpe, ref, runs, use_gpu, keep_runs, sampling, depth_rule)
     ensure_ray(address)
     check_resources(1, cpus_per_trial, 1.0 if use_gpu else 0.0)
     splits = _load_splits(bpe, data)
-    if bpe.proxy == "standalone":
+    if isinstance(task, StandaloneTask):
         Path(runs).mkdir(parents=True, exist_ok=True)
-        task: ProxyTask | StandaloneTask = StandaloneTask(bpe.target_space, ref, runs, bpe.seed, use_gpu)
         evaluate: Evaluate = StandaloneEvaluation(task, splits)
     else:
-        task = ProxyTask(bpe, ref, runs, use_gpu, keep_runs, sampling, depth_rule)
         evaluate = SupernetEvaluation(task, splits)
     loop = _Loop(bpe, mip, task, evaluate, out, cpus_per_trial, use_gpu, verbose, started)
     return loop.run()
