@@ -481,7 +481,7 @@ class _Loop:
                    "seconds_per_arch": chosen.get("seconds_per_arch"), "trials": len(self.records)}
         _write_json(result.result_path, payload)
         if self.verbose:
-            print(f"[raynas bpe] chosen ({reason}): {setting_key(result.setting)}", flush=True)
+            print(f"[raynas bpe] chosen ({reason}): {setting_key(result.setting, self.bpe.names)}", flush=True)
         return result
 
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             importances = ", ".join(f"{k} {v:.2f}" for k, v in summary.decision.importances.items())
             print(f"  round {summary.round}: fixed {summary.decision.param}={summary.decision.value} "
                   f"(importances: {importances})")
-    print(f"chosen: {setting_key(result.setting)}")
+    print(f"chosen: {setting_key(result.setting, bpe.names)}")
     print(f"  kendall tau {result.tau:.4f}  spearman rho {result.rho:.4f}  cost {result.cost_seconds:.1f}s on {result.device}")
     print(f"trials: {result.trials_dir}  result: {result.result_path}")
     if args.held_out:
