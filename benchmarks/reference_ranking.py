@@ -21,6 +21,8 @@ Rankers:
 - ``calibrated accuracy @ <checkpoint>``: BN-calibrated val top-1 of each ``--calibrated``
   checkpoint (a fully trained supernet), on ``--calibrated-cells`` of the cells (it costs a
   calibration and an evaluation per cell);
+- every score column of each ``--scores`` CSV (``benchmarks.nb201_supernet`` writes one with a
+  BigNAS supernet's calibrated accuracy and BN-only supernets' indicators at a reduced skeleton);
 - ``proxy <setting>``: every proxy setting found in each ``--proxy`` folder (``proxy.parquet``
   of ``raynas proxy``), on the cells it trained.
 
@@ -66,6 +68,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibrated", type=Path, action="append", default=[], help="fully trained nb201 supernet")
     parser.add_argument("--calibrated-cells", type=int, default=100, help="cells calibrated per --calibrated")
     parser.add_argument("--data", default=None, help="DATA of the calibration (default: the checkpoint's)")
+    parser.add_argument("--scores", type=Path, action="append", default=[],
+                        help="CSV with `arch` and one column of scores per ranker (higher = better), e.g. "
+                             "benchmarks/out/nb201_supernet_scores.csv of benchmarks.nb201_supernet")
     parser.add_argument("--k", type=int, default=10, help="top-k whose mean true accuracy is reported")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     return parser.parse_args()
@@ -113,6 +118,17 @@ def proxy_rankers(folders: list[Path]) -> dict[str, Scores]:
     return found
 
 
+def score_file_rankers(files: list[Path]) -> dict[str, Scores]:
+    """One ranker per score column of each file (rows without a score are left out)."""
+    found = {}
+    for file in files:
+        frame = pd.read_csv(file)
+        for column in frame.columns.drop("arch"):
+            scored = frame[frame[column].notna()]
+            found[column] = dict(zip(scored["arch"], scored[column].astype(float)))
+    return found
+
+
 def judge(name: str, scores: Scores, truth: dict[str, float], population: list[float], k: int,
           resamples: int) -> dict[str, Any]:
     keys = [key for key in scores if key in truth]
@@ -131,7 +147,7 @@ def main() -> None:
     keys = list(reference.keys)
     rankers = {**cost_rankers(space, keys), **bn_rankers(space, keys, args.checkpoint),
                **calibrated_rankers(keys, args.calibrated, args.calibrated_cells, args.data),
-               **proxy_rankers(args.proxy)}
+               **proxy_rankers(args.proxy), **score_file_rankers(args.scores)}
     population = list(reference.accuracy)
     rows = [judge(name, scores, truth, population, args.k, args.resamples) for name, scores in rankers.items()
             if sum(key in truth for key in scores) >= 2]

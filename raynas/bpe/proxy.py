@@ -115,12 +115,12 @@ def pack_proxy_data(data: DataSplits, setting: ProxySetting) -> dict[str, Any]:
                           "no training step would run; lower batch_size")
     packed = pack_splits(data, n)
     for split in ("train_images", "val_images"):
-        packed[split] = _resized(torch.from_numpy(packed[split]), setting.resolution).numpy()
+        packed[split] = resized(torch.from_numpy(packed[split]), setting.resolution).numpy()
     packed["info"] = {**packed["info"], "image_size": setting.resolution}
     return packed
 
 
-def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, C, H, W) at ``size`` x ``size`` (bilinear, antialiased, as ``to_model_input``)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images

@@ -14,15 +14,25 @@ from raynas.results.folder_lock import FolderLock
 from raynas.search import EvaluatorPool
 from raynas.search.costs import CheapObjectives
 from raynas.search.samplers import SAMPLERS
-from raynas.search.study import SearchConfig, check_folder, check_satisfiable, search
+from raynas.search.study import ACCURACY_EVALUATORS, SearchConfig, check_folder, check_satisfiable, search
 from raynas.train import load_checkpoint
 
 
 def add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("source", type=Path, metavar="CHECKPOINT|SPACE",
+                        help="a trained supernet checkpoint; with --evaluator proxy, a space name or .yaml path")
     add_search_options(parser)
     add_prescreen_options(parser)
-    parser.add_argument("--data", default=None, help="DATA for calibration; default: the checkpoint's dataset")
+    parser.add_argument("--evaluator", choices=ACCURACY_EVALUATORS, default="calibrate",
+                        help="what measures the accuracy objective: calibrate (a BN-calibrated child of the "
+                             "checkpoint) or proxy (each child trained on its own under --setting; no checkpoint); "
+                             "default calibrate")
+    parser.add_argument("--setting", type=Path, default=None,
+                        help="with --evaluator proxy: YAML of proxy setting keys or a bpe_result.json of `raynas "
+                             "bpe` (default: the paper's BPE1)")
+    parser.add_argument("--data", default=None,
+                        help="DATA for calibration (default: the checkpoint's dataset) or for the proxy's training "
+                             "(default: digits)")
     add_pool_options(parser)
     parser.add_argument("--wait-timeout", type=float, default=600.0,
                         help="seconds a joined cluster may take to make room for the actors (default 600)")
@@ -35,8 +45,9 @@ def add(parser: argparse.ArgumentParser) -> None:
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--objectives", default="bn_score,flops",
-                        help="comma-separated: bn_score|accuracy, flops, params, latency_ms")
+    parser.add_argument("--objectives", default=None,
+                        help="comma-separated: bn_score|accuracy, flops, params, latency_ms (default bn_score,flops; "
+                             "accuracy,flops with --evaluator proxy)")
     parser.add_argument("--constraint", action="append", default=[], help="e.g. 'flops<=2e8' (repeatable)")
     parser.add_argument("--sampler", default="nsga2", help=f"one of {sorted(SAMPLERS)}")
     parser.add_argument("--trials", type=positive_int, default=1000)
@@ -58,9 +69,12 @@ def add_prescreen_options(parser: argparse.ArgumentParser) -> None:
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(objectives=tuple(args.objectives.split(",")), constraints=tuple(args.constraint),
+    evaluator = getattr(args, "evaluator", "calibrate")
+    objectives = args.objectives or ("accuracy,flops" if evaluator == "proxy" else "bn_score,flops")
+    return SearchConfig(objectives=tuple(objectives.split(",")), constraints=tuple(args.constraint),
                         sampler=args.sampler, trials=args.trials, batch_size=args.batch_size,
-                        population=args.population, seed=args.search_seed, top_k=args.top_k, run_id=args.run_id)
+                        population=args.population, seed=args.search_seed, top_k=args.top_k, run_id=args.run_id,
+                        accuracy_evaluator=evaluator)
 
 
 def latency_table(args: argparse.Namespace):
@@ -84,24 +98,60 @@ def new_run_dir(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     config = replace(search_config(args), prescreen=args.prescreen or 0, prescreen_keep=args.prescreen_keep)
-    checkpoint = load_checkpoint(args.checkpoint)  # every input is read and checked before Ray starts
-    latency = latency_table(args)
-    info = checkpoint.data
-    check_satisfiable(CheapObjectives(checkpoint.space, info.num_classes, info.in_channels, latency),
-                      config.parsed_constraints)
-    data = checkpoint_data(checkpoint, args.data)
-    ensure_ray(args.address)
-    pool_settings = replace(pool_config(args, checkpoint.config.seed, checkpoint.space), wait_timeout=args.wait_timeout)
-    if args.new_run:
-        out = new_run_dir(args.out)
-        print(f"[raynas] new search in {out}")
+    latency = latency_table(args)  # every input is read and checked before Ray starts
+    if config.accuracy_evaluator == "proxy":
+        subject, data = proxy_subject_of(args)
     else:
-        out = args.out
-        with FolderLock(out):  # refuse a busy folder or another search's before any actor starts
-            check_folder(out, checkpoint, config, pool_settings)
-    with EvaluatorPool(checkpoint, data, pool_settings) as pool:
-        result = search(checkpoint, pool, out, config, latency)
+        subject = load_checkpoint(args.source)
+        data = checkpoint_data(subject, args.data)
+    info = subject.data
+    check_satisfiable(CheapObjectives(subject.space, info.num_classes, info.in_channels, latency),
+                      config.parsed_constraints)
+    if config.accuracy_evaluator == "proxy":
+        from raynas.bpe.search_evaluator import ProxyEvaluator
+
+        out = _run_folder(args)
+        pool = ProxyEvaluator(subject, data, out, cpus_per_arch=args.actor_cpus, use_gpu=args.gpu)
+        _check_folder(args, out, subject, config, pool.config)
+        ensure_ray(args.address)
+        result = search(subject, pool, out, config, latency)
+    else:
+        pool_settings = replace(pool_config(args, subject.config.seed, subject.space), wait_timeout=args.wait_timeout)
+        out = _run_folder(args)
+        _check_folder(args, out, subject, config, pool_settings)
+        ensure_ray(args.address)
+        with EvaluatorPool(subject, data, pool_settings) as actors:
+            result = search(subject, actors, out, config, latency)
     print(f"{len(result.study.trials)} trials in {out}; report with: raynas report {out}")
     for row in result.calibrated[:5]:
         print(f"  top-1 {row['accuracy']:.4f}  flops {row['flops'] / 1e6:.2f}M  {row['arch']}")
     return 0
+
+
+def proxy_subject_of(args: argparse.Namespace):
+    """The space, setting and data of ``--evaluator proxy``, read and checked before Ray starts."""
+    from raynas.bpe.proxy_setting import ProxySetting, load_proxy_setting
+    from raynas.bpe.search_evaluator import proxy_subject
+    from raynas.data import load_data
+    from raynas.space import load_space
+
+    space = load_space(str(args.source))
+    setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
+    data = load_data(args.data or "digits", seed=setting.seed)
+    return proxy_subject(space, setting, data, args.setting), data
+
+
+def _run_folder(args: argparse.Namespace) -> Path:
+    if not args.new_run:
+        return args.out
+    out = new_run_dir(args.out)
+    print(f"[raynas] new search in {out}")
+    return out
+
+
+def _check_folder(args: argparse.Namespace, out: Path, subject, config: SearchConfig, pool_settings) -> None:
+    """Refuse a busy folder or another search's before any actor or proxy task starts."""
+    if args.new_run:
+        return
+    with FolderLock(out):
+        check_folder(out, subject, config, pool_settings)

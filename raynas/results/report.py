@@ -63,7 +63,7 @@ RUN_JSON = "run.json"
 RUNS_KEY = "runs"
 RESULTS_DIR = "results"
 REPORT_DIR = "report"
-PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("bn_score", "bn_score"))
+PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("proxy", "accuracy"), ("bn_score", "bn_score"))
 COST_COLUMNS = ("flops", "params")
 
 # column -> (label, unit, scale applied for display)
@@ -299,7 +299,7 @@ def choose_run(rows: pd.DataFrame, run_id: str | None, recorded: str | None) -> 
 
 
 def default_objectives(evaluator: str) -> list[str]:
-    """[accuracy, flops] for calibrated rows, [bn_score, flops] for BN-score rows (and any other)."""
+    """[accuracy, flops] for calibrated or proxy rows, [bn_score, flops] for BN-score rows (and any other)."""
     quality = dict(PREFERRED_EVALUATORS).get(evaluator, "bn_score")
     return [quality, "flops"]
 

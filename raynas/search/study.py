@@ -40,7 +40,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 import optuna
@@ -70,8 +70,8 @@ from raynas.search.prescreen import (
 )
 from raynas.search.run_identity import RunIdentity, check_resume, recorded_identity, space_hash
 from raynas.search.samplers import check_sampler, make_sampler, sampler_name
-from raynas.space import Arch
-from raynas.train.checkpoint import LoadedCheckpoint
+from raynas.space import Arch, SearchSpace
+from raynas.train.checkpoint import DataInfo
 
 JOURNAL_FILE = "study.journal"
 PENALTY = 0.0
@@ -83,6 +83,33 @@ COPIED = ("bn_score", "accuracy", "split", "top5", "loss", "calib_images")
 DUPLICATE = "duplicate"
 POPULATION_SAMPLERS = ("nsga2", "nsga3")
 """Named samplers that use ``SearchConfig.population``."""
+ACCURACY_EVALUATORS = ("calibrate", "proxy")
+
+
+class Subject(Protocol):
+    """What a search runs over: a trained checkpoint (``LoadedCheckpoint``), or a proxy setting
+    (``raynas.bpe.search_evaluator.ProxySubject``). Rows carry its ``checkpoint_id``."""
+
+    @property
+    def space(self) -> SearchSpace: ...
+    @property
+    def data(self) -> DataInfo: ...
+    @property
+    def checkpoint_id(self) -> str: ...
+    @property
+    def path(self) -> Path | None: ...
+
+
+class AccuracyScorer(Protocol):
+    """An evaluator of the accuracy objective other than the actor pool (``accuracy_evaluator``
+    ``proxy``: ``raynas.bpe.search_evaluator.ProxyEvaluator``); one row per child, in order."""
+
+    @property
+    def config(self) -> PoolConfig: ...
+    def evaluate(self, archs: list[Arch]) -> list[dict[str, Any]]: ...
+
+
+Scorer = EvaluatorPool | AccuracyScorer
 
 
 @dataclass
@@ -102,6 +129,9 @@ class SearchConfig:
     """Children sampled and scored in bulk before the first trial; their front is enqueued (0: none)."""
     prescreen_keep: int = 0
     """Keep the prescreen's next fronts too, until this many children (0: the front alone)."""
+    accuracy_evaluator: str = "calibrate"
+    """What measures the ``accuracy`` objective: a BN-calibrated child of the supernet (``calibrate``)
+    or the child trained on its own under a BPE proxy setting (``proxy``, ``raynas.bpe.search_evaluator``)."""
 
     def __post_init__(self) -> None:
         self.objectives = parse_objectives(self.objectives)
@@ -110,12 +140,18 @@ class SearchConfig:
         if self.trials < 1 or self.batch_size < 1:
             raise ConfigError(f"trials and batch_size must be >= 1, got {self.trials}, {self.batch_size}")
         check_prescreen(self.prescreen, self.prescreen_keep, self.objectives)
+        if self.accuracy_evaluator not in ACCURACY_EVALUATORS:
+            raise ConfigError(f"accuracy_evaluator must be one of {list(ACCURACY_EVALUATORS)}, "
+                              f"got {self.accuracy_evaluator!r}")
+        if self.accuracy_evaluator != "calibrate" and "accuracy" not in self.objectives:
+            raise ConfigError(f"the {self.accuracy_evaluator} evaluator measures the accuracy objective: "
+                              f"objectives {list(self.objectives)} have none (use e.g. accuracy,flops)")
 
     @property
     def evaluator(self) -> str:
-        """Which evaluator scores a trial: calibration, the BN indicator, or costs alone."""
+        """Which evaluator scores a trial: calibration or a proxy, the BN indicator, or costs alone."""
         if "accuracy" in self.objectives:
-            return "calibrate"
+            return self.accuracy_evaluator
         return "bn_score" if "bn_score" in self.objectives else "cost"
 
     def describe(self) -> dict[str, Any]:
@@ -139,7 +175,7 @@ class Search:
     ``config.run_id`` under another identity (``raynas.search.run_identity``).
     """
 
-    def __init__(self, checkpoint: LoadedCheckpoint, pool: EvaluatorPool, out_dir: str | os.PathLike[str],
+    def __init__(self, checkpoint: Subject, pool: Scorer, out_dir: str | os.PathLike[str],
                  config: SearchConfig, latency_table: Any = None) -> None:
         if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
             raise ConfigError("latency_ms needs a latency table: pass --latency-table FILE or measure one")
@@ -341,6 +377,8 @@ class Search:
         evaluator = self.config.evaluator
         if evaluator == "calibrate":
             rows = self.pool.calibrate_and_evaluate(archs)
+        elif evaluator == "proxy":
+            rows = self.pool.evaluate(archs)
         elif evaluator == "bn_score":
             rows = self.pool.score(archs, batch_size=max(1, -(-len(archs) // len(self.pool.actors))))
         else:
@@ -381,14 +419,14 @@ class Search:
 
     def _write_run_file(self) -> None:
         """``run.json``: what the report needs, and this search's identity, which the next resume must match."""
-        write_run_metadata(self.out_dir, self.space, run_id=self.config.run_id, checkpoint=str(self.checkpoint.path),
+        write_run_metadata(self.out_dir, self.space, run_id=self.config.run_id, checkpoint=None if self.checkpoint.path is None else str(self.checkpoint.path),
                            checkpoint_id=self.checkpoint.checkpoint_id,
                            search={**self.config.describe(), "depth_rule": pool_depth_rule(self.pool)},
                            data=self.checkpoint.data.to_dict(), num_classes=self.checkpoint.data.num_classes,
                            runs={self.config.run_id: self.identity.to_dict()})
 
 
-def check_folder(out_dir: str | os.PathLike[str], checkpoint: LoadedCheckpoint, config: SearchConfig,
+def check_folder(out_dir: str | os.PathLike[str], checkpoint: Subject, config: SearchConfig,
                  pool_config: PoolConfig) -> RunIdentity:
     """This search's identity, or ``ConfigError`` if ``out_dir`` holds search ``config.run_id`` under another.
 
@@ -400,7 +438,7 @@ def check_folder(out_dir: str | os.PathLike[str], checkpoint: LoadedCheckpoint, 
     return identity
 
 
-def search_identity(config: SearchConfig, checkpoint: LoadedCheckpoint, pool_config: PoolConfig) -> RunIdentity:
+def search_identity(config: SearchConfig, checkpoint: Subject, pool_config: PoolConfig) -> RunIdentity:
     """What decides a search's rows; a field the search does not use is None (never compared)."""
     sampler = sampler_name(config.sampler)
     calibration = pool_config.calibration if config.evaluator == "calibrate" else None
@@ -468,7 +506,7 @@ def set_metric_names(study: optuna.Study, objectives: tuple[str, ...]) -> None:
         study.set_metric_names(list(objectives))
 
 
-def pool_depth_rule(pool: EvaluatorPool) -> str:
+def pool_depth_rule(pool: Scorer) -> str:
     """The depth rule the pool's BN indicator scores with (recorded in ``run.json``)."""
     return configured_depth_rule(pool.config)
 
@@ -492,7 +530,7 @@ def plain_value(value: Any) -> Any:
     return value
 
 
-def search(checkpoint: LoadedCheckpoint, pool: EvaluatorPool, out_dir: str | os.PathLike[str],
+def search(checkpoint: Subject, pool: Scorer, out_dir: str | os.PathLike[str],
            config: SearchConfig = SearchConfig(), latency_table: Any = None, progress: bool = True) -> SearchResult:
     """Run (or resume) a search; see ``Search``."""
     return Search(checkpoint, pool, out_dir, config, latency_table).run(progress)
