@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,8 +43,9 @@ from raynas.supernet.export import ARCH_FILE, FORMAT, METRICS_FILE, write_child
 from raynas.train import LoadedCheckpoint
 from raynas.train.checkpoint import META_FILE, DataInfo, latest_checkpoint, read_meta, read_state
 from raynas.train.config import TrainConfig
+from raynas.logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 RETRAINED_CHILD_DIR = "model"  # where ``raynas retrain`` ships its child, inside the run folder
 CHILD_PREFIX = "child."  # the state-dict prefix of ``FixedChild``, the wrapper retrain trains

@@ -16,11 +16,24 @@ from dataclasses import dataclass
 import ray
 
 from raynas.errors import ConfigError
+from raynas.logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 POLL_SECONDS = 1.0
 """Longest single ``ray.wait``: a wait without a timeout keeps Ctrl-C (a Python signal) from landing."""
+
+
+_ray_log_level = logging.INFO
+
+
+def set_ray_log_level(level: int) -> None:
+    """The level of Ray's own driver-side log lines (``ray`` loggers); the CLI keeps them to errors
+    unless ``-v``: a search's progress is raynas's lines, not Ray's start-up notes."""
+    global _ray_log_level
+    _ray_log_level = level
+    for name in ("ray", "ray.train", "ray.tune", "ray.data", "ray.air"):
+        logging.getLogger(name).setLevel(level)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
@@ -32,7 +45,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": not quiet}
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": _ray_log_level}
     if address is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     ray.init(address=address, **kwargs)
@@ -130,5 +143,5 @@ def _missing(request: ResourceRequest) -> str:
 
 def _log_wait(request: ResourceRequest, started: int, deadline: float) -> None:
     left = max(0.0, deadline - time.monotonic())
-    logger.warning(f"[raynas] waiting for {request.count} {request.what}: "
+    logger.warning(f"waiting for {request.count} {request.what}: "
                    f"{request.progress(ray.cluster_resources(), started)}; giving up in {left:.0f} s")

@@ -81,8 +81,11 @@ from raynas.bpe.space import (
 from raynas.bpe.standalone import StandaloneEvaluation, StandaloneTask
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
+from raynas.logs import format_seconds, get_logger
 from raynas.ray_env import check_resources, ensure_ray
 from raynas.search.samplers import make_sampler
+
+logger = get_logger(__name__)
 
 TRIALS_DIR = "trials"
 RESULT_FILE = "bpe_result.json"
@@ -454,8 +457,17 @@ class _Loop:
         self.summaries.append(summary)
         if self.verbose:
             fixed_now = f"; fixes {decision.param}={decision.value}" if decision else ""
-            print(f"[raynas bpe] round {round_index}: {len(rows)} trials over {list(free)}, "
-                  f"best {self.mip.metric} {summary.best_tau:.3f}, {seconds:.1f}s{fixed_now}", flush=True)
+            logger.info(f"bpe round {round_index + 1}/{self.mip.rounds}: {len(rows)} trials over {list(free)}, "
+                        f"best {self.mip.metric} {summary.best_tau:.3f}, {format_seconds(seconds)}{fixed_now}"
+                        f"{self._eta(round_index)}")
+
+    def _eta(self, round_index: int) -> str:
+        """``; ETA ...`` of the rounds left at the pace so far (a budget or one free value may stop it sooner)."""
+        left = self.mip.rounds - round_index - 1
+        if left <= 0:
+            return ""
+        pace = (time.monotonic() - self.started) / (round_index + 1)
+        return f"; at most {left} more round(s), ETA {format_seconds(left * pace)}"
 
     def _finish(self, fixed: Setting, reason: str) -> BPEResult:
         objectives = trial_objectives(self.records, self.mip.cost_weight, self.mip.column)
@@ -481,7 +493,7 @@ class _Loop:
                    "seconds_per_arch": chosen.get("seconds_per_arch"), "trials": len(self.records)}
         _write_json(result.result_path, payload)
         if self.verbose:
-            print(f"[raynas bpe] chosen ({reason}): {setting_key(result.setting, self.bpe.names)}", flush=True)
+            logger.info(f"bpe chosen ({reason}): {setting_key(result.setting, self.bpe.names)}")
         return result
 
 

@@ -49,12 +49,14 @@ from raynas.bpe.reference import (
 )
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
+from raynas.logs import Progress, get_logger
 from raynas.ray_env import POLL_SECONDS, check_resources, ensure_ray
 from raynas.space import Arch, SearchSpace, space_from_dict
 from raynas.train import TrainConfig
 from raynas.train.data_feed import pack_splits
 from raynas.train.standalone import fit_child
 
+logger = get_logger(__name__)
 PROXY_FILE = "proxy.parquet"
 SCHEMA_VERSION = "2"
 OK = "ok"
@@ -197,10 +199,12 @@ def proxy_evaluate(
         check_resources(1, cpus_per_arch, 1.0 if use_gpu else 0.0)
         base = {**identity, "train_images": len(packed["train_labels"]), "val_images": len(packed["val_labels"]),
                 "device": "cuda" if use_gpu else "cpu"}
-        for row in _train_all(proxy, todo, packed, proxy_train_config(setting, base["train_images"]), use_gpu,
-                              cpus_per_arch):
+        progress = Progress(logger, "proxy trained", len(todo), "archs", every_seconds=0)
+        for done, row in enumerate(_train_all(proxy, todo, packed, proxy_train_config(setting, base["train_images"]),
+                                              use_gpu, cpus_per_arch), start=1):
             rows.append({**base, **row})
             write_proxy_rows(path, rows)
+            progress.update(done, f"{row['arch']} proxy_accuracy {row['proxy_accuracy']:.4f} in {row['seconds']:.1f} s")
             if on_row is not None:
                 on_row(rows[-1])
     frame = pd.DataFrame(rows, columns=PROXY_SCHEMA.names)

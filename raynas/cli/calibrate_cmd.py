@@ -14,6 +14,7 @@ from raynas.search import EvaluatorPool, PoolConfig
 from raynas.search.recipes import resolve_depth_rule
 from raynas.space import SearchSpace
 from raynas.train import load_checkpoint
+from raynas.logs import get_logger
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     archs = select_archs(args, space)
     data = checkpoint_data(checkpoint, args.data)
     ensure_ray(args.address)
+    get_logger(__name__).info(f"calibrating {len(archs)} architecture(s) on {args.actors} actor(s), "
+                              f"{args.calib_images} images each")
     with EvaluatorPool(checkpoint, data, pool_config(args, args.seed)) as pool:
         results = pool.calibrate_and_evaluate(archs)
     costs = CostModel(space, checkpoint.data.num_classes, checkpoint.data.in_channels).costs(archs)

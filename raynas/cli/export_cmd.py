@@ -17,6 +17,7 @@ from raynas.estimate.calibration import CalibrationConfig
 from raynas.results.report import read_run_metadata
 from raynas.supernet import read_child_record
 from raynas.train import load_checkpoint
+from raynas.logs import get_logger
 
 SOURCE_KINDS = {"child": "a child folder", "retrained": "a retrained child's checkpoint"}
 LOAD_HINT = "load with raynas.supernet.load_child, or torch.jit.load(model.ts) without raynas"
@@ -58,6 +59,8 @@ def _from_supernet(args: argparse.Namespace, folder: Path) -> int:
                           f"or --top-k K --from RUN_DIR")
     checkpoint = load_checkpoint(folder)
     calibration = CalibrationConfig(images=args.calib_images, seed=checkpoint.config.seed)
+    get_logger(__name__).info(f"calibrating BN on {args.calib_images} images before export "
+                              f"({args.top_k or 1} child(ren) of {checkpoint.checkpoint_id})")
     if args.top_k is not None:
         folders = export_top_k(checkpoint, args.results, args.top_k, args.out, args.data, calibration)
         for rank, out in enumerate(folders, start=1):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from raynas.cli.common import non_negative_int, positive_int
@@ -18,6 +18,7 @@ from raynas.estimate.latency import (
     measure_latency_table,
     num_threads,
 )
+from raynas.logs import Progress, get_logger
 from raynas.space import SearchSpace, load_space
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     with num_threads(args.threads):
         table = measure_latency_table(
             space, args.device, args.batch_size, args.repeats, args.warmup, args.resolution,
-            num_classes=args.num_classes, in_channels=args.in_channels, rounds=args.rounds, progress=_progress,
+            num_classes=args.num_classes, in_channels=args.in_channels, rounds=args.rounds, progress=_progress(),
             amp=args.amp, channels_last=args.channels_last,
         )
     seconds = time.perf_counter() - start
@@ -62,10 +63,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    """A pass counter on a terminal; nothing in logs."""
-    if sys.stderr.isatty():
-        print(f"\r  measuring: pass {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+def _progress() -> Callable[[int, int], None]:
+    """One line per finished pass over the table, with rate and ETA."""
+    shown: list[Progress] = []
+
+    def update(done: int, total: int) -> None:
+        if not shown:
+            shown.append(Progress(get_logger(__name__), "latency table: pass", total, "passes", every_seconds=0))
+        shown[0].update(done)
+
+    return update
 
 
 def _print_range(space: SearchSpace, table: LatencyTable) -> None:

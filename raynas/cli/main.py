@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -27,6 +28,8 @@ from raynas.cli import (
     train_cmd,
 )
 from raynas.errors import RaynasError
+from raynas.logs import set_verbosity
+from raynas.ray_env import set_ray_log_level
 
 COMMANDS: dict[str, ModuleType] = {
     "run": run_cmd,
@@ -52,18 +55,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def verbosity_options(suppress: bool) -> argparse.ArgumentParser:
+    """``-q``/``-v``, accepted before and after the command (``raynas -q run``, ``raynas run -q``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else 0
+    parent.add_argument("-q", "--quiet", action="count", default=default,
+                        help="only warnings and errors: no progress lines")
+    parent.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more detail, including Ray's and Optuna's own log lines")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="raynas", description="Neural architecture search on Ray.")
+    parser = _Parser(prog="raynas", description="Neural architecture search on Ray.",
+                     parents=[verbosity_options(suppress=False)])
     parser.add_argument("--version", action="version", version=f"raynas {raynas.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None))
+        module.add(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None,
+                                  parents=[verbosity_options(suppress=True)]))
     return parser
+
+
+def configure_output(args: argparse.Namespace) -> None:
+    """raynas's progress lines at INFO (``-q``: warnings only, ``-v``: debug); Ray's and Optuna's
+    own lines only with ``-v``."""
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    set_verbosity(level)
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+    set_ray_log_level(logging.INFO if args.verbose else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    configure_output(args)
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except RaynasError as err:

@@ -86,13 +86,9 @@ def run(args: argparse.Namespace) -> int:
         check_reference_covers(reference, [space.key(a) for a in archs])
     print(f"proxy {setting.describe()} on {args.data}: {len(archs)} architectures", flush=True)
     rows = proxy_evaluate(space, archs, setting, args.data, args.out, address=args.address, use_gpu=args.gpu,
-                          cpus_per_arch=args.cpus_per_arch, on_row=_progress)
+                          cpus_per_arch=args.cpus_per_arch)
     _report(rows, reference, args.accuracy_column, args.out)
     return 0
-
-
-def _progress(row: dict[str, Any]) -> None:
-    print(f"  {row['arch']}  proxy_accuracy {row['proxy_accuracy']:.4f}  {row['seconds']:.1f}s", flush=True)
 
 
 def _report(rows: pd.DataFrame, reference: Reference | None, column: str, out: Path) -> None:

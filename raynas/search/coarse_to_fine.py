@@ -18,7 +18,6 @@ from generators seeded by (seed, target), and the rows returned are ready for
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import random
 import time
@@ -31,8 +30,9 @@ import numpy as np
 from raynas.errors import ConfigError
 from raynas.search.objectives import CHEAP
 from raynas.space import Arch, SearchSpace
+from raynas.logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 CostsFn = Callable[[list[Arch]], Mapping[str, np.ndarray]]
 """Cheap objectives of a batch of children, e.g. ``raynas.search.costs.CheapObjectives``."""

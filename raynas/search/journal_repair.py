@@ -14,12 +14,12 @@ next append for its 30 s grace period; the caller holds the folder's lock, so it
 from __future__ import annotations
 
 import json
-import logging
 import os
+from raynas.logs import get_logger
 from datetime import datetime
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 APPEND_LOCK_SUFFIX = ".lock"
 """Optuna's ``JournalFileSymlinkLock`` links ``<journal>.lock`` while it appends."""

@@ -12,7 +12,6 @@ may grow) is waited for up to ``wait_timeout`` seconds.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
 from raynas.search.evaluator import EvaluatorActor, state_to_numpy
 from raynas.space import Arch
 from raynas.train.checkpoint import LoadedCheckpoint, read_meta
+from raynas.logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 MATRIX_CHUNK_ROWS = 1 << 18
 """Most rows of an index matrix sent to one actor at once (``score_matrix``): 26 MB of int16 on mbv3_cifar."""
 
@@ -145,7 +145,7 @@ class EvaluatorPool:
 
     def _drop(self, actor: ActorHandle, err: BaseException) -> None:
         self.actors.remove(actor)
-        logger.warning(f"[raynas] an evaluator actor died for good (max_restarts={self.config.max_restarts}) "
+        logger.warning(f"an evaluator actor died for good (max_restarts={self.config.max_restarts}) "
                        f"and left the pool; {len(self.actors)} left: {_first_line(err)}")
 
     def _no_actor_left(self, method: str, batches: Sequence[Any], unfinished: list[int],

@@ -51,6 +51,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from raynas.errors import ConfigError
+from raynas.logs import Progress, get_logger
 from raynas.estimate import BNIndicator
 from raynas.results import ResultStore
 from raynas.results.folder_lock import FolderLock
@@ -73,6 +74,7 @@ from raynas.search.samplers import check_sampler, make_sampler, sampler_name
 from raynas.space import Arch, SearchSpace
 from raynas.train.checkpoint import DataInfo
 
+logger = get_logger(__name__)
 JOURNAL_FILE = "study.journal"
 PENALTY = 0.0
 """Value told to Optuna for the unscored objective of an infeasible child (never stored)."""
@@ -232,11 +234,12 @@ class Search:
         try:
             self._recover()
             self._enqueue_prescreened(progress)
+            shown = Progress(logger, "search", self.config.trials, "trials", every_seconds=0, done=self._finished())
             while (done := self._finished()) < self.config.trials:
                 trials = [self.study.ask() for _ in range(min(self.config.batch_size, self.config.trials - done))]
                 self._evaluate([(t, suggest_arch(t, self.space)) for t in trials])
                 if progress:
-                    print(f"[raynas] search {self._finished()}/{self.config.trials} trials", flush=True)
+                    shown.update(self._finished())
             calibrated = self._calibrate_top_k() if self.config.top_k and "bn_score" in self.config.objectives else []
         finally:
             self.close()
@@ -283,8 +286,8 @@ class Search:
             self.study.enqueue_trial(self.space.arch(key).to_dict())
         if progress:
             waiting = f"; {len(todo) - room} wait for more --trials" if len(todo) > room else ""
-            print(f"[raynas] prescreen: {min(room, len(todo))} of {len(kept.keys)} kept children enqueued "
-                  f"({len(kept.keys) - len(todo)} are trials already{waiting})", flush=True)
+            logger.info(f"prescreen: {min(room, len(todo))} of {len(kept.keys)} kept children enqueued "
+                        f"({len(kept.keys) - len(todo)} are trials already{waiting})")
 
     def _prescreened(self, progress: bool) -> Prescreened:
         """The prescreen's kept set: read back when this search made it already, else made and written."""
@@ -293,7 +296,7 @@ class Search:
         kept = read_prescreened(path, settings)
         if kept is not None:
             if progress:
-                print(f"[raynas] prescreen read back from {path}: {len(kept.keys)} kept", flush=True)
+                logger.info(f"prescreen read back from {path}: {len(kept.keys)} kept")
             return kept
         config = self.config
         score = self.pool.score_matrix if "bn_score" in config.objectives else None
@@ -301,7 +304,7 @@ class Search:
                          constraints=config.parsed_constraints, seed=config.seed, keep=config.prescreen_keep)
         write_prescreened(path, kept, settings)
         if progress:
-            print(f"[raynas] {kept.summary()}; written to {path}", flush=True)
+            logger.info(f"{kept.summary()}; written to {path}")
         return kept
 
     def _prescreen_settings(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ray.train.torch import TorchTrainer
 
 from raynas.data import DataSplits, StreamSplits, open_data
 from raynas.errors import ConfigError, DataError, TrainingError
+from raynas.logs import get_logger
 from raynas.ray_env import check_resources, ensure_ray, started_locally
 from raynas.space import Arch, SearchSpace
 from raynas.train.checkpoint import META_FILE, latest_checkpoint, read_meta, read_state
@@ -24,6 +25,8 @@ from raynas.train.config import TrainConfig
 from raynas.train.data_feed import pack_splits, pack_stream
 from raynas.train.loop import PROGRESS_FILE, STARTS_FILE, progress_line, train_loop
 from raynas.train.modes import same_schedule_so_far
+
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
     previous = _check_resume(storage / name, loop_config, config)
     if previous is not None and int(read_meta(previous)["epoch"]) >= config.epochs:
         if config.log_every_epoch:
-            print(f"[raynas] run {name} already finished its {config.epochs} epochs: {previous}", flush=True)
+            logger.info(f"run {name} already finished its {config.epochs} epochs: {previous}")
         return TrainResult(previous, _history(previous), storage / name)
     trainer = TorchTrainer(
         train_loop,
@@ -263,9 +266,9 @@ def _fit_with_progress(trainer: TorchTrainer, run_dir: Path, show: bool, max_fai
                 started += 1
                 line = _start_line(run_dir.name, event["from_epoch"], started - 1, max_failures)
                 if line and (show or started > 1):
-                    print(line, flush=True)
+                    logger.info(line)
             elif show:
-                print(progress_line(event, event["epochs"]), flush=True)
+                logger.info(progress_line(event, event["epochs"]))
         if not thread.is_alive():
             break
     if "error" in outcome:
@@ -277,8 +280,8 @@ def _start_line(name: str, from_epoch: int, restart: int, max_failures: int) -> 
     """What a start of the worker loop means to the user: a resume, a restart, or nothing to say."""
     where = f"checkpoint epoch {from_epoch}" if from_epoch else "the start (no checkpoint yet)"
     if restart:
-        return f"[raynas] training worker lost or failed; restarting from {where} (restart {restart}/{max_failures})"
-    return f"[raynas] resuming run {name} from {where}" if from_epoch else None
+        return f"training worker lost or failed; restarting from {where} (restart {restart}/{max_failures})"
+    return f"resuming run {name} from {where}" if from_epoch else None
 
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:

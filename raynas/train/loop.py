@@ -30,6 +30,7 @@ from raynas.train.config import TrainConfig
 from raynas.train.data_feed import ShardFeed, StreamFeed, make_feed
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler, zero_init_residual_gamma
 from raynas.train.sandwich import Member, sandwich_members, sandwich_step
+from raynas.logs import format_seconds
 
 PROGRESS_FILE = "progress.jsonl"
 STARTS_FILE = "starts.jsonl"
@@ -216,8 +217,10 @@ def _append_line(file: Path, record: dict[str, Any]) -> None:
 def progress_line(metrics: dict[str, Any], epochs: int) -> str:
     losses = "  ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("loss_"))
     extra = f"  val acc {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
-    return (f"[raynas] epoch {metrics['epoch']}/{epochs}  loss {losses}{extra}  "
-            f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_seconds']:.1f}s  lr {metrics['lr']:.4f}")
+    left = (epochs - metrics["epoch"]) * metrics["epoch_seconds"]
+    eta = f"  ETA {format_seconds(left)}" if left > 0 else ""
+    return (f"epoch {metrics['epoch']}/{epochs}  loss {losses}{extra}  "
+            f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_seconds']:.1f}s  lr {metrics['lr']:.4f}{eta}")
 
 
 def _maybe_poison(model: nn.Module, fault: dict[str, Any] | None, step: int) -> None:
