@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--trials", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--search-batch", type=int, default=100, help="trials per batch")
     args = parser.parse_args()
     ensure_ray(quiet=True)
     checkpoint = load_checkpoint(args.checkpoint)
@@ -35,7 +35,7 @@ def main() -> None:
                 tempfile.TemporaryDirectory() as out:
             pool.score([checkpoint.space.min()])  # actors up before timing
             started = time.perf_counter()
-            search(checkpoint, pool, out, SearchConfig(trials=args.trials, batch_size=args.batch_size, top_k=0),
+            search(checkpoint, pool, out, SearchConfig(trials=args.trials, batch_size=args.search_batch, top_k=0),
                    progress=False)
             seconds = time.perf_counter() - started
         rows.append({"actors": actors, "trials": args.trials, "seconds": seconds,

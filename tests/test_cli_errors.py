@@ -143,7 +143,7 @@ CASES = [
     # numeric options
     Case("population-1", SEARCH + " --population 1", "argument --population: must be an integer >= 2, got 1"),
     Case("search-trials-0", SEARCH + " --trials 0", "argument --trials: must be an integer >= 1, got 0"),
-    Case("search-batch-size-0", SEARCH + " --batch-size 0", "argument --batch-size: must be an integer >= 1, got 0"),
+    Case("search-batch-0", SEARCH + " --search-batch 0", "argument --search-batch: must be an integer >= 1, got 0"),
     Case("search-top-k-negative", SEARCH + " --top-k -1", "argument --top-k: must be an integer >= 0, got -1"),
     Case("search-calib-images-0", SEARCH + " --calib-images 0", "argument --calib-images: must be an integer >= 1"),
     Case("calib-images-0", CALIBRATE + " --calib-images 0", "argument --calib-images: must be an integer >= 1, got 0"),

@@ -54,7 +54,7 @@ def test_calibrate_search_report_export(tiny_checkpoint, tmp_path, capsys):
     assert (table["calib_images"] == 64).all() and table["accuracy"].between(0, 1).all()
     run = tmp_path / "search"
     assert main(["search", str(tiny_checkpoint), "--objectives", "bn_score,flops", "--constraint", "flops<=5e5",
-                 "--trials", "60", "--batch-size", "30", "--top-k", "3", "--calib-images", "64",
+                 "--trials", "60", "--search-batch", "30", "--top-k", "3", "--calib-images", "64",
                  "--out", str(run)]) == 0
     assert main(["report", str(run)]) == 0
     assert (run / "report" / "pareto.png").read_bytes().startswith(b"\x89PNG")
@@ -78,7 +78,7 @@ def test_bad_cli_input_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
 
 def test_main_job_runs_on_the_embedded_default(ray_local, tmp_path, capsys):
     out = tmp_path / "main"
-    assert main(["run", "--out", str(out), "--epochs", "2", "--trials", "60", "--batch-size", "30",
+    assert main(["run", "--out", str(out), "--epochs", "2", "--trials", "60", "--search-batch", "30",
                  "--actors", "2", "--actor-cpus", "0.5", "--targets", "2", "--per-target", "1",
                  "--short-epochs", "2", "--final-epochs", "2"]) == 0
     printed = capsys.readouterr().out

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError
 from raynas.space.reader import read_yaml
 from raynas.train import Scaling, TrainConfig
 
 N = TypeVar("N", int, float)
+DEFAULT_TRAINING = {"mode": "bn_only", "epochs": 15, "batch_size": 64, "lr": 1.0, "classifier": "trainable"}
+"""BN-only supernet training of the main job (``raynas run``); ``raynas train`` takes its rate and classifier."""
 
 
 def at_least(low: float, kind: Callable[[str], N] = int, *, strict: bool = False) -> Callable[[str], N]:
@@ -51,12 +52,19 @@ def add_address(parser: argparse.ArgumentParser) -> None:
 def add_training(parser: argparse.ArgumentParser, default_mode: str = "bn_only") -> None:
     parser.add_argument("--data", default="digits", help="digits | synthetic | cifar10:ROOT | imagefolder:ROOT | shards:ROOT")
     parser.add_argument("--download", action="store_true", help="let cifar10:ROOT download the dataset")
-    parser.add_argument("--mode", choices=["bn_only", "full"], default=default_mode)
-    parser.add_argument("--epochs", type=positive_int, default=None)
-    parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument("--lr", type=positive_float, default=None)
+    parser.add_argument("--mode", choices=["bn_only", "full"], default=None,
+                        help=f"bn_only: train BN parameters (and the classifier) alone; full: every weight "
+                             f"(default: the --config file's, else {default_mode})")
+    parser.set_defaults(default_mode=default_mode)
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help=f"default: the --config file's, else {TrainConfig.epochs}")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help=f"training images per step and worker; default: the --config file's, else "
+                             f"{TrainConfig.batch_size}")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="SGD learning rate; default: the --config file's, else the command's recipe")
     parser.add_argument("--train-images", type=positive_int, default=None, help="use only the first N training images")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help=f"default: the --config file's, else {TrainConfig.seed}")
     parser.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig keys")
     parser.add_argument("--workers", type=non_negative_int, default=0, help="Ray Train workers; 0 runs in this process")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
@@ -64,25 +72,25 @@ def add_training(parser: argparse.ArgumentParser, default_mode: str = "bn_only")
     add_address(parser)
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the --config file, then explicit flags; unknown keys are rejected."""
-    values: dict[str, Any] = {}
+def train_config(args: argparse.Namespace,
+                 defaults: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None) -> TrainConfig:
+    """``defaults(mode, chosen)``, then the --config file, then explicit flags; unknown keys are rejected.
+
+    The mode is the flag's, else the file's, else the command's default; ``defaults`` sees it and
+    the keys chosen by file and flags (a recipe may scale with the epochs).
+    """
+    loaded: dict[str, Any] = {}
     if args.config is not None:
         loaded = read_yaml(args.config, ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config}: a training config must be a mapping of TrainConfig keys")
-        values.update(loaded)
     flags = {"mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "train_images": args.train_images, "seed": args.seed}
-    values.update({k: v for k, v in flags.items() if v is not None})
-    return TrainConfig.from_dict(values)
+    chosen = {**loaded, **{k: v for k, v in flags.items() if v is not None}}
+    chosen.setdefault("mode", args.default_mode)
+    base = defaults(chosen["mode"], chosen) if defaults is not None else {}
+    return TrainConfig.from_dict({**base, **chosen})
 
 
 def scaling(args: argparse.Namespace) -> Scaling:
     return Scaling(num_workers=args.workers, use_gpu=args.gpu)
-
-
-def data_spec(args: argparse.Namespace) -> DataSplits:
-    """The training data, loaded here with the run's seed (as training would), so that a bad
-    DATA or an undecodable image fails before Ray starts."""
-    return load_data(args.data, seed=train_config(args).seed, download=args.download)

@@ -27,6 +27,7 @@ from raynas.cli import (
     space_cmd,
     train_cmd,
 )
+from raynas.cli.config_file import add_config_option, parse_with_config
 from raynas.errors import RaynasError
 from raynas.logs import set_verbosity
 from raynas.ray_env import set_ray_log_level
@@ -55,6 +56,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """``--help`` shows each option's default where it has one (not for None, or a switch that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
+        if shown and "%(default)" not in text and "default" not in text:
+            text += " (default: %(default)s)"
+        return text.strip() or None
+
+
 def verbosity_options(suppress: bool) -> argparse.ArgumentParser:
     """``-q``/``-v``, accepted before and after the command (``raynas -q run``, ``raynas run -q``)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -72,9 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raynas {raynas.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None,
-                                  parents=[verbosity_options(suppress=True)]))
+        command = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None,
+                                 parents=[verbosity_options(suppress=True)], formatter_class=_HelpWithDefaults)
+        module.add(command)
+        add_config_option(command)
+        for action in command._actions:  # argparse shows no default for an option without help
+            if action.help is None and action.option_strings and action.default not in (None, False, []):
+                action.help = "(default: %(default)s)"
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's own parser, by name."""
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
 
 
 def configure_output(args: argparse.Namespace) -> None:
@@ -87,7 +110,11 @@ def configure_output(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parse_with_config(parser, command_parsers(parser), argv)
+    except RaynasError as err:  # a bad --config file: one line, like a bad flag
+        parser.exit(2, f"raynas: error: {err}\n")
     configure_output(args)
     try:
         return int(COMMANDS[args.command].run(args) or 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.cli.calibrate_cmd import pool_config
-from raynas.cli.common import add_address, non_negative_int, positive_float, positive_int
+from raynas.cli.common import DEFAULT_TRAINING, add_address, non_negative_int, positive_float, positive_int
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
 from raynas.cli.train_cmd import add_input, add_max_failures, add_speed_options, max_failures, speed_options
 from raynas.data import DataSplits, load_data
@@ -39,7 +39,6 @@ from raynas.train.config import bignas_recipe
 
 # BN-only training needs a far higher learning rate than full training (BN-NAS used 0.25 at
 # batch 512 for ~25k steps); on the short embedded budget a trainable classifier lets it learn.
-DEFAULT_TRAINING = {"mode": "bn_only", "epochs": 15, "batch_size": 64, "lr": 1.0, "classifier": "trainable"}
 FULL_MODE_EPOCHS = 40
 FINETUNE_LR = 0.01  # a tenth of the from-scratch rate: the inherited weights are already good
 
@@ -77,7 +76,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--short-epochs", type=int, default=None, help="max epochs of the ASHA shortlist stage")
     parser.add_argument("--final-epochs", type=int, default=None, help="epochs of the full training per target")
     add_search_options(parser)
-    parser.set_defaults(trials=1000, batch_size=200)
+    parser.set_defaults(trials=1000, search_batch=200)
     add_address(parser)
     add_max_failures(parser)
     add_input(parser)

@@ -51,7 +51,8 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--constraint", action="append", default=[], help="e.g. 'flops<=2e8' (repeatable)")
     parser.add_argument("--sampler", default="nsga2", help=f"one of {sorted(SAMPLERS)}")
     parser.add_argument("--trials", type=positive_int, default=1000)
-    parser.add_argument("--batch-size", type=positive_int, default=100, help="trials asked and evaluated together")
+    parser.add_argument("--search-batch", type=positive_int, default=100,
+                        help="trials asked and evaluated together (one Parquet file per batch)")
     parser.add_argument("--population", type=at_least(2), default=50, help="population of NSGA-II/III")
     parser.add_argument("--top-k", type=non_negative_int, default=10, help="calibrate the best K of the BN-score stage")
     parser.add_argument("--latency-table", type=Path, default=None, help="table from `raynas latency` for latency_ms")
@@ -72,7 +73,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     evaluator = getattr(args, "evaluator", "calibrate")
     objectives = args.objectives or ("accuracy,flops" if evaluator == "proxy" else "bn_score,flops")
     return SearchConfig(objectives=tuple(objectives.split(",")), constraints=tuple(args.constraint),
-                        sampler=args.sampler, trials=args.trials, batch_size=args.batch_size,
+                        sampler=args.sampler, trials=args.trials, batch_size=args.search_batch,
                         population=args.population, seed=args.search_seed, top_k=args.top_k, run_id=args.run_id,
                         accuracy_evaluator=evaluator)
 

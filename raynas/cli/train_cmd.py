@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raynas.cli.common import add_training, scaling, train_config
+from raynas.cli.common import DEFAULT_TRAINING, add_training, scaling, train_config
 from raynas.data import INPUTS, open_data
 from raynas.errors import ConfigError
 from raynas.space import load_space
 from raynas.train import train_supernet
-from raynas.train.config import AMPS
+from raynas.train.config import AMPS, TrainConfig, bignas_recipe
 
 CLUSTER_MAX_FAILURES = 3
 """Default restarts on a cluster, where nodes come and go; a local run has none to survive."""
@@ -66,9 +66,17 @@ def max_failures(args: argparse.Namespace) -> int:
     return args.max_failures
 
 
+def learning_defaults(mode: str, chosen: dict[str, Any]) -> dict[str, Any]:
+    """Defaults under which a short run learns on the embedded data: BN-only takes the main job's
+    rate and a trainable classifier (``run``'s defaults); full mode takes BigNAS's recipe."""
+    if mode == "full":
+        return bignas_recipe(int(chosen.get("epochs", TrainConfig.epochs))).to_dict()
+    return {"lr": DEFAULT_TRAINING["lr"], "classifier": DEFAULT_TRAINING["classifier"]}
+
+
 def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
-    config = train_config(args).replace(**speed_options(args))
+    config = train_config(args, learning_defaults).replace(**speed_options(args))
     # opened here (listed, or decoded) so that a bad DATA fails before Ray starts
     data = open_data(args.data, seed=config.seed, input=args.input, download=args.download)
     result = train_supernet(space, data, config, scaling(args), args.out, args.name, args.address,

@@ -88,7 +88,7 @@ def kill_pid(pid: int) -> None:
 def start_driver(checkpoint: Path, run_dir: Path, address: str, log: Path, trials: int) -> subprocess.Popen:
     """``raynas search`` as a separate driver process that joins the cluster at ``address``."""
     command = [sys.executable, "-m", "raynas", "search", str(checkpoint), "--trials", str(trials),
-               "--batch-size", "10", "--top-k", "0", "--actors", "1", "--actor-cpus", "0.5",
+               "--search-batch", "10", "--top-k", "0", "--actors", "1", "--actor-cpus", "0.5",
                "--run-id", "main", "--address", address, "--out", str(run_dir)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     with open(log, "a") as out:

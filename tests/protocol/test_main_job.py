@@ -20,7 +20,7 @@ from raynas.supernet import load_child
 from raynas.train.data_feed import pack_splits
 
 SMALL = ["--space", "tiny", "--data", "synthetic", "--workers", "0", "--epochs", "1", "--trials", "60",
-         "--batch-size", "30", "--actors", "1", "--calib-images", "32", "--targets", "2", "--per-target", "2",
+         "--search-batch", "30", "--actors", "1", "--calib-images", "32", "--targets", "2", "--per-target", "2",
          "--short-epochs", "2", "--final-epochs", "2"]
 
 

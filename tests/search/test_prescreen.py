@@ -190,7 +190,7 @@ def test_a_resume_with_another_prescreen_is_refused(trained, pool, tmp_path):
 
 def test_the_command_resumes_without_enqueueing_again(trained, tmp_path, capsys):
     argv = ["search", str(trained.path), "--out", str(tmp_path), "--prescreen", "2000", "--top-k", "0",
-            "--actors", "1", "--actor-cpus", "0.5", "--batch-size", "10"]
+            "--actors", "1", "--actor-cpus", "0.5", "--search-batch", "10"]
     assert main([*argv, "--trials", "40"]) == 0
     kept = pd.read_parquet(prescreen_path(tmp_path, "search"))["arch"].tolist()
     assert len(kept) <= 40 and f"{len(kept)} of {len(kept)} kept children enqueued" in capsys.readouterr().out

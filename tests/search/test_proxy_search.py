@@ -29,7 +29,7 @@ def setting_file(tmp_path):
 
 def _args(setting_file, out, *extra):
     return ["search", "nb201", "--evaluator", "proxy", "--setting", str(setting_file), "--data", "synthetic",
-            "--sampler", "random", "--trials", "6", "--batch-size", "3", "--actor-cpus", "1", "--out", str(out),
+            "--sampler", "random", "--trials", "6", "--search-batch", "3", "--actor-cpus", "1", "--out", str(out),
             *extra]
 
 

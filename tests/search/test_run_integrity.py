@@ -139,7 +139,7 @@ def test_a_run_json_from_before_identities_is_still_checked(trained, other_check
 def test_cli_refuses_before_starting_actors_or_writes_a_fresh_sub_folder(trained, other_checkpoint, pool, tmp_path,
                                                                         capsys):
     search(trained, pool, tmp_path / "out", config(trials=4), progress=False)
-    common = ["--trials", "4", "--batch-size", "4", "--top-k", "0", "--actors", "1", "--actor-cpus", "0.5",
+    common = ["--trials", "4", "--search-batch", "4", "--top-k", "0", "--actors", "1", "--actor-cpus", "0.5",
               "--calib-images", "32", "--out", str(tmp_path / "out")]
     assert main(["search", str(other_checkpoint.path), *common]) == 2
     assert "would mix two searches' results: pass another --out, or --new-run" in capsys.readouterr().err
