@@ -5,11 +5,8 @@ algorithms below only ever minimise.
 
 - ``pareto_mask`` marks the non-dominated rows. Row ``a`` dominates ``b`` when ``a`` is no worse
   in every objective and strictly better in at least one; two identical rows therefore do not
-  dominate each other and are both on the front. Two objectives take one sort and a running
-  minimum, O(n log n) (10^5 rows in a few milliseconds). Three or more take the elimination
-  loop of Optuna's ``_is_pareto_front_nd``: repeatedly keep the lexicographically smallest
-  remaining row, which no remaining row can dominate, and drop every row it dominates;
-  O(n * front size), vectorised per front member.
+  dominate each other and are both on the front. It is front 0 of ``raynas.results.fronts``'s
+  exact non-dominated sorting (the one the search's top-K and the prescreen use too).
 - ``hypervolume`` is the volume dominated by the rows and bounded by a reference point, exact in
   every dimension. One objective is a length; two are a sweep over the sorted front. Three or
   more use Optuna's exact WFG implementation (``optuna._hypervolume.compute_hypervolume``, present
@@ -29,33 +26,13 @@ import numpy as np
 import pandas as pd
 
 from raynas.errors import ResultsError
+from raynas.results.fronts import pareto_layers
+from raynas.results.objectives import OBJECTIVES, check_objectives, directions_of
 
-OBJECTIVE_DIRECTIONS: dict[str, str] = {
-    "bn_score": "max", "accuracy": "max", "top5": "max",
-    "flops": "min", "params": "min", "latency_ms": "min", "loss": "min",
-}
+OBJECTIVE_DIRECTIONS = {name: o.direction for name, o in OBJECTIVES.items()}
+"""Each objective's direction ("min" or "max"), from ``raynas.results.objectives``."""
 DIRECTIONS = ("min", "max")
 REFERENCE_MARGIN = 0.01
-
-
-# --- objectives ---------------------------------------------------------------------------
-def check_objectives(objectives: Sequence[str]) -> list[str]:
-    """Known, distinct objective names; anything else is a ``ResultsError`` naming the valid ones."""
-    names = list(objectives)
-    if not names:
-        raise ResultsError(f"at least one objective is needed; valid objectives: {', '.join(OBJECTIVE_DIRECTIONS)}")
-    unknown = [n for n in names if n not in OBJECTIVE_DIRECTIONS]
-    if unknown:
-        raise ResultsError(f"unknown objective {unknown[0]!r}; valid objectives: {', '.join(OBJECTIVE_DIRECTIONS)}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ResultsError(f"each objective may appear once, got {repeated} more than once in {names}")
-    return names
-
-
-def directions_of(objectives: Sequence[str]) -> list[str]:
-    """The direction ("min" or "max") of each named objective."""
-    return [OBJECTIVE_DIRECTIONS[n] for n in check_objectives(objectives)]
 
 
 def as_losses(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -80,52 +57,7 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     A row holding NaN is never on the front and dominates nothing: its position in the
     trade-off is unknown. ``pareto_front`` drops such rows before calling this.
     """
-    losses = as_losses(values, directions)
-    mask = np.zeros(len(losses), dtype=bool)
-    finite = np.flatnonzero(~np.isnan(losses).any(axis=1))
-    if finite.size == 0:
-        return mask
-    points = losses[finite]
-    if points.shape[1] == 1:
-        keep = points[:, 0] == points[:, 0].min()
-    elif points.shape[1] == 2:
-        keep = _front_2d(points)
-    else:
-        keep = _front_nd(points)
-    mask[finite[keep]] = True
-    return mask
-
-
-def _front_2d(points: np.ndarray) -> np.ndarray:
-    """Sort by (f0, f1); a row is dominated by a row of smaller f0 with f1 <= its own, or by a
-    row of equal f0 with strictly smaller f1."""
-    order = np.lexsort((points[:, 1], points[:, 0]))
-    x, y = points[order, 0], points[order, 1]
-    starts = np.r_[True, x[1:] != x[:-1]]
-    group = np.cumsum(starts) - 1
-    start_index = np.flatnonzero(starts)
-    running_min = np.minimum.accumulate(y)
-    best_before = np.where(start_index > 0, running_min[start_index - 1], np.inf)
-    dominated = (y > y[start_index][group]) | (best_before[group] <= y)
-    keep = np.empty(len(points), dtype=bool)
-    keep[order] = ~dominated
-    return keep
-
-
-def _front_nd(points: np.ndarray) -> np.ndarray:
-    """Keep the lexicographically smallest remaining row, drop what it dominates, repeat."""
-    order = np.lexsort(points.T[::-1])
-    ordered = points[order]
-    keep = np.zeros(len(points), dtype=bool)
-    remaining = np.arange(len(points))
-    while remaining.size:
-        head, rest = ordered[remaining[0]], remaining[1:]
-        keep[order[remaining[0]]] = True
-        others = ordered[rest]
-        dominated = np.all(head <= others, axis=1) & np.any(head < others, axis=1)
-        remaining = rest[~dominated]
-    return keep
-
+    return pareto_layers(as_losses(values, directions)) == 0
 
 def usable_rows(df: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     """Rows with status "ok" (when there is a status column) and a value for every objective.

@@ -47,14 +47,8 @@ import pandas as pd
 import pyarrow as pa
 
 from raynas.errors import ResultsError
-from raynas.results.pareto import (
-    OBJECTIVE_DIRECTIONS,
-    check_objectives,
-    directions_of,
-    hypervolume,
-    pareto_mask,
-    usable_rows,
-)
+from raynas.results.objectives import OBJECTIVES, check_objectives, directions_of
+from raynas.results.pareto import hypervolume, pareto_mask, usable_rows
 from raynas.results.hv_reference import HypervolumeBox, hypervolume_box, normalized_hypervolume
 from raynas.results.store import ResultStore
 from raynas.space import SearchSpace, load_space, space_from_dict
@@ -68,13 +62,8 @@ COST_COLUMNS = ("flops", "params")
 
 # column -> (label, unit, scale applied for display)
 UNITS: dict[str, tuple[str, str, float]] = {
-    "flops": ("FLOPs", "M MACs", 1e-6),
-    "params": ("params", "M", 1e-6),
-    "latency_ms": ("latency", "ms", 1.0),
-    "accuracy": ("top-1 accuracy", "%", 100.0),
-    "top5": ("top-5 accuracy", "%", 100.0),
-    "loss": ("loss", "cross-entropy", 1.0),
-    "bn_score": ("BN score", "sum of mean |gamma|", 1.0),
+    name: (OBJECTIVES[name].label, OBJECTIVES[name].unit, OBJECTIVES[name].scale)
+    for name in ("flops", "params", "latency_ms", "accuracy", "top5", "loss", "bn_score")  # table order
 }
 
 
@@ -334,7 +323,7 @@ def display_values(df: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _direction(column: str) -> str:
-    return OBJECTIVE_DIRECTIONS.get(column, "")
+    return OBJECTIVES[column].direction if column in OBJECTIVES else ""
 
 
 def plot_front(df: pd.DataFrame, x: str, y: str, path: str | os.PathLike[str], title: str | None = None) -> Path:

@@ -8,23 +8,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from raynas.errors import ConfigError
+from raynas.results.objectives import CHEAP, OBJECTIVES
 
-OBJECTIVES: dict[str, str] = {
-    "bn_score": "maximize",
-    "accuracy": "maximize",
-    "flops": "minimize",
-    "params": "minimize",
-    "latency_ms": "minimize",
-}
-CHEAP = ("flops", "params", "latency_ms")
-"""Objectives computed analytically or from a lookup table, before any scoring."""
+SEARCHABLE = tuple(name for name, o in OBJECTIVES.items() if o.searchable)
+"""Objectives a search may optimise (the vocabulary is ``raynas.results.objectives``)."""
 
 
 def parse_objectives(names: str | Sequence[str]) -> tuple[str, ...]:
     items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
-    unknown = [n for n in items if n not in OBJECTIVES]
+    unknown = [n for n in items if n not in SEARCHABLE]
     if unknown or not items:
-        raise ConfigError(f"unknown objective(s) {unknown or items}; valid objectives: {sorted(OBJECTIVES)}")
+        raise ConfigError(f"unknown objective(s) {unknown or items}; valid objectives: {sorted(SEARCHABLE)}")
     if len(set(items)) != len(items):
         raise ConfigError(f"objectives must be distinct, got {items}")
     if "bn_score" in items and "accuracy" in items:

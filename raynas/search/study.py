@@ -55,6 +55,8 @@ from raynas.logs import Progress, get_logger
 from raynas.estimate import BNIndicator
 from raynas.results import ResultStore
 from raynas.results.folder_lock import FolderLock
+from raynas.results.fronts import pareto_layers
+from raynas.results.pareto import as_losses
 from raynas.results.report import RESULTS_DIR, read_run_metadata, write_run_metadata
 from raynas.search.costs import CheapObjectives
 from raynas.search.define import suggest_arch
@@ -201,7 +203,7 @@ class Search:
         self.identity = check_folder(self.out_dir, self.checkpoint, self.config, self.pool.config)
         repair_journal(self.out_dir / JOURNAL_FILE)
         config = self.config
-        directions = [OBJECTIVES[o] for o in config.objectives]
+        directions = [OBJECTIVES[o].optuna_direction for o in config.objectives]
         # Ask/tell runs on an in-memory study; each finished batch is then appended to the journal
         # in one go. Writing the journal per suggested parameter costs a file sync each, about
         # 140 ms per trial on a 49-dimension space, far more than a BN score.
@@ -401,7 +403,7 @@ class Search:
         scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")].drop_duplicates("arch")
         done = set(table.loc[table["evaluator"] == "calibrate", "trial"])
         ranks = pareto_ranks(scored[list(self.config.objectives)].to_numpy(float),
-                             [OBJECTIVES[o] for o in self.config.objectives])
+                             [OBJECTIVES[o].direction for o in self.config.objectives])
         order = np.lexsort((-scored["bn_score"].to_numpy(float), ranks))
         chosen = scored.iloc[order[: self.config.top_k]]
         todo = chosen[~chosen["trial"].isin(done)]
@@ -488,18 +490,7 @@ def objective_values(config: SearchConfig, row: dict[str, Any]) -> list[float]:
 
 def pareto_ranks(values: np.ndarray, directions: list[str]) -> np.ndarray:
     """Non-dominated sorting: rank 0 is the Pareto front, rank 1 the front of the rest, ..."""
-    from raynas.results.pareto import pareto_mask
-
-    ranks = np.full(len(values), -1)
-    remaining = np.arange(len(values))
-    rank = 0
-    short = ["max" if d == "maximize" else "min" for d in directions]
-    while len(remaining):
-        mask = pareto_mask(values[remaining], short)
-        ranks[remaining[mask]] = rank
-        remaining = remaining[~mask]
-        rank += 1
-    return ranks
+    return pareto_layers(as_losses(values, directions), keep=len(values))
 
 
 def set_metric_names(study: optuna.Study, objectives: tuple[str, ...]) -> None:

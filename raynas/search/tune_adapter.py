@@ -246,7 +246,7 @@ def tune_search(
                        data=checkpoint.data.to_dict(), num_classes=checkpoint.data.num_classes)
     searcher = OptunaSearch(
         space=DefineArch(cheap, config), metric=list(config.objectives),
-        mode=["max" if OBJECTIVES[o] == "maximize" else "min" for o in config.objectives],
+        mode=[OBJECTIVES[o].direction for o in config.objectives],
         sampler=make_sampler(config.sampler, config.seed, config.population),
         study_name=config.run_id, storage=storage,
     )

@@ -46,7 +46,7 @@ def reference_front(space, cheap, score_archs, samples, seed, objectives, constr
     ok = [all(c.violation(float(columns[c.name][i])) <= 0 for c in constraints) for i in range(len(archs))]
     archs = [a for a, keep in zip(archs, ok) if keep]
     columns = {**{k: v[np.array(ok)] for k, v in columns.items()}, "bn_score": score_archs(archs)}
-    losses = np.column_stack([columns[o] * (-1.0 if OBJECTIVES[o] == "maximize" else 1.0) for o in objectives])
+    losses = np.column_stack([columns[o] * OBJECTIVES[o].sign for o in objectives])
     return {space.key(a) for a, on in zip(archs, brute_front(losses)) if on}
 
 
