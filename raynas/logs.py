@@ -32,7 +32,7 @@ class _CurrentStream(logging.StreamHandler):
         self.setFormatter(logging.Formatter(FORMAT))
         self.addFilter(lambda record: self._low <= record.levelno < self._high)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return getattr(sys, self._name)
 

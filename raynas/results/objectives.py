@@ -32,7 +32,7 @@ class Objective:
     """May be an objective of a search (not only a report column)."""
 
     @property
-    def optuna_direction(self) -> str:
+    def optuna_direction(self) -> Literal["maximize", "minimize"]:
         """``"maximize"`` or ``"minimize"``, as Optuna and Ray Tune's Optuna searcher spell it."""
         return "maximize" if self.direction == "max" else "minimize"
 

@@ -40,7 +40,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import numpy as np
 import optuna
@@ -217,6 +217,16 @@ class Search:
             set_metric_names(study, config.objectives)
         self._write_run_file()
 
+    @property
+    def actors(self) -> EvaluatorPool:
+        """The actor pool (or a stand-in with its methods): BN scores and calibration run there."""
+        return cast(EvaluatorPool, self.pool)
+
+    @property
+    def accuracy_scorer(self) -> AccuracyScorer:
+        """The scorer of ``accuracy_evaluator: proxy`` (``raynas.bpe.search_evaluator.ProxyEvaluator``)."""
+        return cast(AccuracyScorer, self.pool)
+
     def close(self) -> None:
         """Let the folder go (``run`` does this itself); for a Search that is never run."""
         self._lock.release()
@@ -301,7 +311,7 @@ class Search:
                 logger.info(f"prescreen read back from {path}: {len(kept.keys)} kept")
             return kept
         config = self.config
-        score = self.pool.score_matrix if "bn_score" in config.objectives else None
+        score = self.actors.score_matrix if "bn_score" in config.objectives else None
         kept = prescreen(self.space, self.cheap, score, config.prescreen, objectives=config.objectives,
                          constraints=config.parsed_constraints, seed=config.seed, keep=config.prescreen_keep)
         write_prescreened(path, kept, settings)
@@ -381,11 +391,11 @@ class Search:
             return []
         evaluator = self.config.evaluator
         if evaluator == "calibrate":
-            rows = self.pool.calibrate_and_evaluate(archs)
+            rows = self.actors.calibrate_and_evaluate(archs)
         elif evaluator == "proxy":
-            rows = self.pool.evaluate(archs)
+            rows = self.accuracy_scorer.evaluate(archs)
         elif evaluator == "bn_score":
-            rows = self.pool.score(archs, batch_size=max(1, -(-len(archs) // len(self.pool.actors))))
+            rows = self.actors.score(archs, batch_size=max(1, -(-len(archs) // len(self.actors.actors))))
         else:
             return [{"status": "ok"} for _ in archs]
         return [{k: v for k, v in r.items() if k != "arch"} for r in rows]
@@ -410,7 +420,7 @@ class Search:
         if len(todo):
             archs = [self.space.arch(key) for key in todo["arch"]]
             started = time.time()
-            results = self.pool.calibrate_and_evaluate(archs)
+            results = self.actors.calibrate_and_evaluate(archs)
             rows = []
             for (_, source), result in zip(todo.iterrows(), results):
                 rows.append({**{k: plain_value(source[k]) for k in ("run_id", "trial", "arch", "flops", "params",
