@@ -217,3 +217,10 @@ def test_cli_end_to_end_with_the_shipped_setting_and_a_reference(ray_local, cli_
     assert main(args) == 0  # resumed: nothing left to train
     assert not re.findall(r"proxy_accuracy \d", capsys.readouterr().out)
     assert math.isfinite(read_proxy_rows(cli_files / "out")["seconds"].sum())
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_setting_loads_as_it_is(path, nb201):
+    setting = load_proxy_setting(path, nb201)
+    assert proxy_child_space(nb201, setting).family == "nb201"
+    assert setting.to_dict() == {**ProxySetting().to_dict(), **__import__("yaml").safe_load(path.read_text())}
