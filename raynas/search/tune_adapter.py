@@ -229,6 +229,9 @@ def tune_search(
                           f"configuration per trial), got {per_trial!r}")
     if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
         raise ConfigError("latency_ms needs a latency table: pass latency_table")
+    if config.evaluator not in EVALUATOR_METHODS:
+        raise ConfigError(f"the Tune adapter evaluates on the actor pool ({sorted(EVALUATOR_METHODS)}); the "
+                          f"{config.evaluator} evaluator runs with the ask/tell search (raynas.search.search)")
     if config.prescreen:
         raise ConfigError(f"the Tune adapter has no prescreen (got prescreen={config.prescreen}); "
                           "run the ask/tell search (raynas.search.search, `raynas search --prescreen N`)")

@@ -1,0 +1,50 @@
+"""One contract for both search engines: the ask/tell loop (`search`) and the Ray Tune adapter
+(`tune_search`) run the same trials from the same seed, each trial ends with exactly one row, and
+the rows say the same."""
+
+import pytest
+
+from raynas.errors import ConfigError
+from raynas.search.study import SearchConfig, search
+from raynas.search.tune_adapter import tune_search
+
+LIMIT = 1.5e5  # about 40% of the tiny space's children are feasible
+COLUMNS = ["trial", "arch", "flops", "params", "bn_score"]
+
+
+def run(engine, trained, pool, out, seed):
+    config = SearchConfig(objectives=("bn_score", "flops"), constraints=(f"flops<={LIMIT:g}",), sampler="random",
+                          trials=8, batch_size=4, seed=seed, top_k=0, run_id="contract")
+    if engine == "ask/tell":
+        result = search(trained, pool, out, config, progress=False)
+    else:
+        result = tune_search(trained, pool, out, config, max_concurrent=2)
+    return result.store.to_pandas().sort_values("trial").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def rows(trained, pool, tmp_path_factory):
+    return {(engine, seed, again): run(engine, trained, pool, tmp_path_factory.mktemp("r"), seed)
+            for engine in ("ask/tell", "tune") for seed, again in ((0, 0), (0, 1), (1, 0))}
+
+
+@pytest.mark.parametrize("engine", ["ask/tell", "tune"])
+def test_one_row_per_trial_and_same_seed_same_rows(rows, engine):
+    first, again, other = rows[(engine, 0, 0)], rows[(engine, 0, 1)], rows[(engine, 1, 0)]
+    for table in (first, again, other):
+        assert table["trial"].tolist() == list(range(8))  # exactly one row per trial, no gap
+        assert set(table["status"]) <= {"ok", "infeasible", "duplicate"}
+        feasible = table["status"] != "infeasible"
+        assert (table.loc[feasible, "flops"] <= LIMIT).all() and table.loc[feasible, "bn_score"].notna().all()
+    assert first[COLUMNS].equals(again[COLUMNS])
+    assert not first["arch"].equals(other["arch"])  # another seed, other trials
+
+
+def test_both_engines_run_the_same_trials(rows):
+    assert rows[("ask/tell", 0, 0)][COLUMNS].equals(rows[("tune", 0, 0)][COLUMNS])
+
+
+def test_the_tune_adapter_refuses_the_proxy_evaluator(trained, pool, tmp_path):
+    config = SearchConfig(objectives=("accuracy", "flops"), accuracy_evaluator="proxy", trials=2)
+    with pytest.raises(ConfigError, match="the proxy evaluator runs with the ask/tell search"):
+        tune_search(trained, pool, tmp_path, config)
