@@ -47,11 +47,12 @@ from raynas.bpe.reference import (
     _parse_archs,
     _read,
 )
+from raynas.bpe.space import standalone_families
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
 from raynas.logs import Progress, get_logger
 from raynas.ray_env import POLL_SECONDS, check_resources, ensure_ray
-from raynas.space import Arch, SearchSpace, space_from_dict
+from raynas.space import Arch, SearchSpace, family, space_from_dict
 from raynas.train import TrainConfig
 from raynas.train.data_feed import pack_splits
 from raynas.train.standalone import fit_child
@@ -85,17 +86,18 @@ Row = dict[str, Any]
 
 # --- the proxy network and data ---------------------------------------------------------------
 def proxy_child_space(space: SearchSpace, setting: ProxySetting) -> SearchSpace:
-    """``space`` with the setting's channels, cells per stage and resolution (nb201 only, for now).
+    """``space`` with the setting's channels, cells per stage and resolution (``Family.proxy_child``).
 
     A MobileNet space has no cells per stage (depth is a choice of each child), so there is no
-    faithful map for it yet; it is refused rather than approximated.
+    faithful map for it yet; a family without a rewrite is refused rather than approximated.
     """
-    if space.family != "nb201":
-        raise ConfigError(f"proxy supports nb201 spaces for now; space {space.name!r} is family {space.family!r}")
+    rewrite = family(space.family).load("proxy_child")
+    if rewrite is None:
+        raise ConfigError(f"proxy supports {standalone_families()} spaces for now; space {space.name!r} is "
+                          f"family {space.family!r}")
     name = f"{space.name}@c{setting.channels}-n{setting.cells_per_stage}-r{setting.resolution}"
-    definition = {**space.definition, "name": name, "channels": setting.channels,
-                  "cells_per_stage": setting.cells_per_stage, "resolution": setting.resolution}
-    return space_from_dict(definition, source=f"{space.source} (proxy)", default_name=name)
+    definition = rewrite(space.definition, setting.channels, setting.cells_per_stage, setting.resolution)
+    return space_from_dict({**definition, "name": name}, source=f"{space.source} (proxy)", default_name=name)
 
 
 def proxy_train_config(setting: ProxySetting, train_images: int) -> TrainConfig:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raynas.bpe.space import NATIVE, scale_width
+from raynas.bpe.space import NATIVE, scale_width, standalone_families
 from raynas.errors import ConfigError
-from raynas.space import SearchSpace
+from raynas.space import SearchSpace, family
 from raynas.space.reader import read_yaml
 
 SUPERNET_ONLY = ("sandwich_size", "calib_images")
@@ -154,6 +154,8 @@ def from_bpe_result(result: Mapping[str, Any], space: SearchSpace, source: str =
     keeps it); cells per stage stay the space's, as BPE never changes depth. ``sandwich_size``
     and ``calib_images`` only act on a supernet and are dropped. Only ``mode: full`` maps:
     a BN-only supernet trains BN alone, which a standalone proxy (every weight learns) is not.
+    The space's family must have a standalone proxy (``Family.proxy_child``) and its spec the
+    ``channels``, ``cells_per_stage`` and ``input_resolution`` that the setting starts from.
     """
     setting = result.get("setting")
     if not isinstance(setting, Mapping):
@@ -161,9 +163,9 @@ def from_bpe_result(result: Mapping[str, Any], space: SearchSpace, source: str =
     target = result.get("target_space")
     if target != space.name:
         raise ConfigError(f"{source}: the BPE result is for space {target!r}, not {space.name!r}")
-    if space.family != "nb201":
-        raise ConfigError(f"{source}: proxy settings map onto nb201 spaces for now; {space.name!r} is "
-                          f"family {space.family!r}")
+    if family(space.family).proxy_child is None:
+        raise ConfigError(f"{source}: proxy settings map onto {standalone_families()} spaces for now; "
+                          f"{space.name!r} is family {space.family!r}")
     if result.get("proxy") == "standalone":  # already a standalone setting: taken as it is, with its seed
         seed = result.get("seed", setting.get("seed", 0))
         return ProxySetting.from_dict({**setting, "seed": seed}, source)

@@ -76,7 +76,8 @@ import yaml
 
 from raynas.errors import ArchError, ConfigError, SpaceError
 from raynas.search.samplers import SAMPLERS
-from raynas.space import Arch, SearchSpace, load_space, space_from_dict
+from raynas.space import Arch, SearchSpace, family, known_families, load_space, space_from_dict
+from raynas.space._family import family_part
 from raynas.space.reader import Node
 from raynas.train.config import MODES, TrainConfig
 
@@ -305,10 +306,11 @@ def bpe_space_from_dict(data: object, source: str = "<dict>", folder: Path | Non
 
 
 def _check_standalone(root: Node, target: SearchSpace) -> None:
-    """A standalone proxy rewrites the NAS-Bench-201 skeleton and ranks by val top-1: no estimator, no train:."""
-    if target.family != "nb201":
-        raise root.child("proxy").error(f"standalone proxies support nb201 spaces for now; target_space "
-                                        f"{target.name!r} is family {target.family!r}")
+    """A standalone proxy rewrites the family's skeleton (``Family.proxy_child``) and ranks by val
+    top-1: no estimator, no train:."""
+    if family(target.family).proxy_child is None:
+        raise root.child("proxy").error(f"standalone proxies support {standalone_families()} spaces for now; "
+                                        f"target_space {target.name!r} is family {target.family!r}")
     for key in ("estimator", "train"):
         if key in root.value:
             raise root.child(key).error(f"a standalone proxy ranks by each architecture's val top-1 and is "
@@ -492,7 +494,8 @@ def _scaled(choices: Any, multiplier: float) -> list[int]:
     return sorted({scale_width(int(w), multiplier) for w in values})
 
 
-def _mobilenet_definition(definition: dict[str, Any], multiplier: float, resolution: Any) -> dict[str, Any]:
+def mobilenet_proxy_definition(definition: dict[str, Any], multiplier: float, resolution: Any) -> dict[str, Any]:
+    """``Family.proxy_space`` of mobilenet: every width choice scaled, resolution replaced."""
     out = {**definition, "stem": dict(definition["stem"]), "head": dict(definition["head"]),
            "stages": [dict(stage) for stage in definition["stages"]]}
     for part in [out["stem"], out["head"], *out["stages"]]:
@@ -504,25 +507,31 @@ def _mobilenet_definition(definition: dict[str, Any], multiplier: float, resolut
     return out
 
 
-def _nb201_definition(definition: dict[str, Any], multiplier: float, resolution: Any) -> dict[str, Any]:
+def nb201_proxy_definition(definition: dict[str, Any], multiplier: float, resolution: Any) -> dict[str, Any]:
+    """``Family.proxy_space`` of nb201: channels scaled, resolution replaced."""
     out = {**definition, "channels": scale_width(int(definition.get("channels", 16)), multiplier)}
     if resolution != NATIVE:
         out["resolution"] = int(resolution)
     return out
 
 
-PROXY_DEFINITIONS = {"mobilenet": _mobilenet_definition, "nb201": _nb201_definition}
-"""Family -> (definition, width multiplier, resolution) -> proxy definition."""
+def nb201_child_definition(definition: dict[str, Any], channels: int, cells_per_stage: int,
+                           resolution: int) -> dict[str, Any]:
+    """``Family.proxy_child`` of nb201: the skeleton at the standalone proxy's size, the cell unchanged."""
+    return {**definition, "channels": channels, "cells_per_stage": cells_per_stage, "resolution": resolution}
+
+
+def standalone_families() -> str:
+    """The families a standalone proxy supports (those with ``Family.proxy_child``), for messages."""
+    return ", ".join(known_families("proxy_child"))
 
 
 def proxy_space(space: SearchSpace, width_multiplier: float = 1.0, resolution: Any = NATIVE) -> SearchSpace:
     """The space under the width and resolution proxies (the space itself when both are neutral)."""
     if width_multiplier == 1.0 and resolution == NATIVE:
         return space
-    if space.family not in PROXY_DEFINITIONS:
-        raise ConfigError(f"no width/resolution proxy for family {space.family!r}; "
-                          f"known families: {sorted(PROXY_DEFINITIONS)}")
-    definition = PROXY_DEFINITIONS[space.family](space.definition, width_multiplier, resolution)
+    rewrite = family_part(space.family, "proxy_space", "width/resolution proxy")
+    definition = rewrite(space.definition, width_multiplier, resolution)
     name = f"{space.name}@w{width_multiplier:g}-r{resolution}"
     return space_from_dict({**definition, "name": name}, source=f"{space.source} (proxy)", default_name=name)
 

@@ -15,15 +15,32 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.cli.calibrate_cmd import pool_config
-from raynas.cli.common import DEFAULT_TRAINING, add_address, non_negative_int, positive_float, positive_int
+from raynas.cli.common import (
+    DEFAULT_TRAINING,
+    add_address,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from raynas.cli.search_cmd import add_search_options, latency_table, search_config
-from raynas.cli.train_cmd import add_input, add_max_failures, add_speed_options, max_failures, speed_options
+from raynas.cli.train_cmd import (
+    add_input,
+    add_max_failures,
+    add_speed_options,
+    max_failures,
+    speed_options,
+)
 from raynas.data import DataSplits, load_data
 from raynas.data.streaming import resolve_input
 from raynas.errors import ConfigError
 from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
 from raynas.protocol.main_job import (
-    bignas_finals, bnnas_finals, cost_objective, default_recipe, parse_targets, resolve_targets,
+    bignas_finals,
+    bnnas_finals,
+    cost_objective,
+    default_recipe,
+    parse_targets,
+    resolve_targets,
 )
 from raynas.protocol.plot import plot_main_job
 from raynas.ray_env import ensure_ray
@@ -33,6 +50,7 @@ from raynas.search.costs import CheapObjectives
 from raynas.search.recipes import default_sampling
 from raynas.search.study import record_stage
 from raynas.space import load_space
+from raynas.space.families.mobilenet import MobileNetSpec
 from raynas.supernet.mobilenet import with_stage_skip
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
 from raynas.train.config import bignas_recipe
@@ -100,7 +118,7 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     cheap = CheapObjectives(space, data.num_classes, data.channels, latency_table(args))
     budgets = resolve_targets(targets, cheap, cost_name, search.parsed_constraints, search.seed)
     ensure_ray(args.address)
-    if args.mode == "full" and space.family == "mobilenet":
+    if args.mode == "full" and isinstance(space.spec, MobileNetSpec):
         space = with_stage_skip(space)  # BigNAS's skip connection at stage transitions
     config = _training(args, space)
     print(f"[raynas] 1/4 train {space.name} ({config.mode}, {config.sampling} sampling) on {args.workers} workers: "

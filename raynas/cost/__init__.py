@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raynas.cost.columns import value_columns
-from raynas.cost.mobilenet import mobilenet_costs
-from raynas.cost.nb201 import nb201_costs
 from raynas.errors import SpaceError
 from raynas.space import Arch, SearchSpace
+from raynas.space._family import family_part
 
 
 @dataclass(frozen=True)
@@ -28,14 +26,8 @@ class CostModel:
     def costs(self, archs: list[Arch] | np.ndarray) -> dict[str, np.ndarray]:
         """{"flops": MACs, "params": count} per architecture; accepts Archs or an index matrix."""
         matrix = archs if isinstance(archs, np.ndarray) else self.space.index_matrix(list(archs))
-        if self.space.family == "mobilenet":
-            macs, params = mobilenet_costs(
-                self.space, value_columns(self.space, matrix), self.num_classes, self.in_channels
-            )
-        elif self.space.family == "nb201":
-            macs, params = nb201_costs(self.space, matrix, self.num_classes, self.in_channels)
-        else:
-            raise SpaceError(f"no cost model for family {self.space.family!r}; known: mobilenet, nb201")
+        costs_of = family_part(self.space.family, "cost", "cost model", SpaceError)
+        macs, params = costs_of(self.space, matrix, self.num_classes, self.in_channels)
         return {"flops": np.asarray(macs, dtype=np.int64), "params": np.asarray(params, dtype=np.int64)}
 
     def flops(self, archs: list[Arch] | np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raynas.cost.columns import ColumnFn
+from raynas.cost.columns import value_columns
 from raynas.space import SearchSpace
 from raynas.space.families.mobilenet import MobileNetSpec
 
@@ -18,10 +18,11 @@ def _conv_out(size: np.ndarray, stride: int) -> np.ndarray:
 
 
 def mobilenet_costs(
-    space: SearchSpace, column: ColumnFn, num_classes: int, in_channels: int
+    space: SearchSpace, index_matrix: np.ndarray, num_classes: int, in_channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(MACs, params) for every row; ``column(name)`` gives that dimension's values (0 if inactive)."""
+    """(MACs, params) for every row of an index matrix of ``space``."""
     spec: MobileNetSpec = space.spec  # type: ignore[assignment]
+    column = value_columns(space, index_matrix)
     size = column("resolution")
     stem = column("stem_width")
     size = _conv_out(size, spec.stem.stride)

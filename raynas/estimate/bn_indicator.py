@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -43,11 +42,11 @@ from torch import nn
 
 from raynas.errors import ArchError, ConfigError, RaynasError
 from raynas.space import Arch, SearchSpace
+from raynas.space._family import family_part
 from raynas.supernet import BATCHNORMS, Supernet
 from raynas.supernet.mobilenet import BN_LAYOUTS
 from raynas.supernet.nb201 import Cell, ReLUConvBN, Zero
 
-T = TypeVar("T")
 GAMMA_INIT = 1.0
 """BN-only training (and BN-NAS) starts every gamma at 1; ``gamma_shift`` measures from here."""
 
@@ -91,7 +90,7 @@ def check_options(depth_rule: str, parameterless_score: float, measure: str) -> 
         raise ConfigError(f"parameterless_score must be a finite number, got {parameterless_score!r}")
 
 
-# --- reading gammas ---------------------------------------------------------------------------
+# --- reading gammas --------------------------------------------------------------------------
 def last_bn(module: nn.Module) -> nn.Module | None:
     """The last BN registered in ``module`` (BN-NAS scores an op by it), or None if it has none."""
     bns = [m for m in module.modules() if isinstance(m, BATCHNORMS)]
@@ -119,7 +118,7 @@ def combine(total: float | np.ndarray, count: float | np.ndarray, depth_rule: st
     return total if depth_rule == "sum" else total / np.maximum(count, 1)
 
 
-# --- per-family tables ------------------------------------------------------------------------
+# --- per-family tables (``Family.bn_tables``) ------------------------------------------------
 def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
     """One table per block, shape (kernel, expand, [resolution,] width choices), plus the stem
     and head convs, whose widths are searchable too (shape (width choices,)).
@@ -163,21 +162,7 @@ def nb201_tables(supernet: Supernet, measure: str, parameterless_score: float) -
     }
 
 
-TABLE_BUILDERS: dict[str, Callable[[Supernet, str, float], dict[str, OpTable]]] = {
-    "mobilenet": mobilenet_tables,
-    "nb201": nb201_tables,
-}
-
-
-def for_family(registry: dict[str, T], supernet: Supernet) -> T:
-    """The registry entry for the supernet's family; an unknown family lists the known ones."""
-    family = supernet.space.family
-    if family not in registry:
-        raise ConfigError(f"no BN indicator for family {family!r}; known families: {sorted(registry)}")
-    return registry[family]
-
-
-# --- vectorised lookup ------------------------------------------------------------------------
+# --- vectorised lookup -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class _FlatLookup:
     """All op tables flattened into one array, with an all-zero pad slot per axis.
@@ -239,7 +224,7 @@ def _padded(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return padded, mask
 
 
-# --- the estimator ----------------------------------------------------------------------------
+# --- the estimator ---------------------------------------------------------------------------
 class BNIndicator:
     """BN-NAS indicator as a scikit-learn-style estimator: ``BNIndicator().fit(supernet).score(archs)``.
 
@@ -257,7 +242,7 @@ class BNIndicator:
     def fit(self, supernet: Supernet) -> "BNIndicator":
         """Build the per-(op, choice) tables from the supernet's current gammas."""
         check_options(self.depth_rule, self.parameterless_score, self.measure)
-        build_tables = for_family(TABLE_BUILDERS, supernet)
+        build_tables = family_part(supernet.space.family, "bn_tables", "BN indicator")
         self.space_ = supernet.space
         self.table_ = build_tables(supernet, self.measure, float(self.parameterless_score))
         self._lookup = _FlatLookup.build(self.space_, self.table_)
@@ -292,7 +277,7 @@ class BNIndicator:
             )
 
 
-# --- slow reference ---------------------------------------------------------------------------
+# --- slow reference (``Family.bn_walker``) ---------------------------------------------------
 def score_direct(
     supernet: Supernet, arch: Arch, depth_rule: str = "sum", parameterless_score: float = 0.0,
     measure: str = "abs_gamma",
@@ -300,7 +285,7 @@ def score_direct(
     """The indicator of one child, read by walking the activated network: the obvious, slow
     definition that the tables of ``BNIndicator`` are tested against."""
     check_options(depth_rule, parameterless_score, measure)
-    op_scores = for_family(DIRECT_WALKERS, supernet)
+    op_scores = family_part(supernet.space.family, "bn_walker", "BN indicator")
     scores = op_scores(supernet, arch, measure, float(parameterless_score))
     return float(combine(sum(scores), len(scores), depth_rule))
 
@@ -309,7 +294,7 @@ def _mean_measure(gamma: torch.Tensor, measure: str) -> float:
     return float(MEASURES[measure](gamma.detach().cpu().double().numpy()).mean())
 
 
-def _mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
+def mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
     scores = [_mean_measure(supernet.stem.bn.weight[0, : int(arch["stem_width"])], measure),  # type: ignore[attr-defined]
               _mean_measure(supernet.head.conv.bn.weight[0, : int(arch["head_width"])], measure)]  # type: ignore[attr-defined]
     with supernet.activated(arch):
@@ -321,7 +306,7 @@ def _mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameter
     return scores
 
 
-def _nb201_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
+def nb201_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
     cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]  # type: ignore[attr-defined]
     scores = []
     for edge in supernet.space.names:
@@ -332,8 +317,3 @@ def _nb201_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless
             scores.append(0.0 if isinstance(ops[0], Zero) else parameterless_score)
     return scores
 
-
-DIRECT_WALKERS: dict[str, Callable[[Supernet, Arch, str, float], list[float]]] = {
-    "mobilenet": _mobilenet_op_scores,
-    "nb201": _nb201_op_scores,
-}

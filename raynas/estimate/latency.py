@@ -19,7 +19,7 @@ entries):
   is a cell with that op on all six edges, divided by six, so the node sums are shared out
   among the edges; a child adds one entry per edge per cell.
 
-One vectorised walk per family (``_mobilenet_parts``, ``_nb201_parts``, mirroring
+One vectorised walk per family (``LatencyParts``, registered as ``Family.latency``; mirroring
 ``raynas.cost``) gives every row of an index matrix its signatures. ``LatencyTable.predict``
 looks them up, and ``measure_latency_table`` runs the same walk over a small covering matrix
 to find the configurations to measure, so the two cannot disagree about what exists.
@@ -70,6 +70,7 @@ from raynas.cost.columns import value_columns
 from raynas.errors import ConfigError, RaynasError
 from raynas.estimate.device import resolve_device
 from raynas.space import Arch, SearchSpace
+from raynas.space._family import family_part
 from raynas.space.families.mobilenet import MobileNetSpec, StageSpec
 from raynas.space.families.nb201 import EDGES, NB201Spec, edge_name
 from raynas.supernet.blocks import ClassifierHead, ConvBNAct, InvertedResidual, SqueezeExcite, se_channels
@@ -561,22 +562,23 @@ def _nb201_probe(space: SearchSpace, sig: Signature, num_classes: int, in_channe
 
 
 @dataclass(frozen=True)
-class _Family:
+class LatencyParts:
+    """A family's latency walk (``Family.latency``): the signatures of every row of an index
+    matrix, a covering matrix that reaches every signature, and the static module behind one."""
+
     parts: Callable[[SearchSpace, np.ndarray], list[Part]]
     cover: Callable[[SearchSpace, Sequence[int] | None], np.ndarray]
     probe: Callable[[SearchSpace, Signature, int, int], Probe]
 
 
-FAMILIES: dict[str, _Family] = {
-    "mobilenet": _Family(_mobilenet_parts, _mobilenet_cover, _mobilenet_probe),
-    "nb201": _Family(_nb201_parts, _nb201_cover, _nb201_probe),
-}
+MOBILENET_LATENCY = LatencyParts(_mobilenet_parts, _mobilenet_cover, _mobilenet_probe)
+NB201_LATENCY = LatencyParts(_nb201_parts, _nb201_cover, _nb201_probe)
 
 
-def _family(space: SearchSpace) -> _Family:
-    if space.family not in FAMILIES:
-        raise ConfigError(f"no latency table for family {space.family!r}; known families: {sorted(FAMILIES)}")
-    return FAMILIES[space.family]
+def latency_parts(space: SearchSpace) -> LatencyParts:
+    """The latency walk of the space's family; a family without one lists those that have one."""
+    parts: LatencyParts = family_part(space.family, "latency", "latency table")
+    return parts
 
 
 def _as_matrix(space: SearchSpace, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
@@ -587,7 +589,7 @@ def _as_matrix(space: SearchSpace, archs: Sequence[Arch] | np.ndarray) -> np.nda
 def child_signatures(space: SearchSpace, arch: Arch) -> list[Signature]:
     """The entries a child's latency sums, one per part instance (an NB201 op once per cell)."""
     out: list[Signature] = []
-    for part in _family(space).parts(space, space.index_matrix([arch])):
+    for part in latency_parts(space).parts(space, space.index_matrix([arch])):
         if part.active[0]:
             out.extend([part.signature(tuple(int(v) for v in part.columns[0]))] * part.count)
     return out
@@ -595,10 +597,10 @@ def child_signatures(space: SearchSpace, arch: Arch) -> list[Signature]:
 
 def table_signatures(space: SearchSpace, resolutions: Sequence[int] | None = None) -> list[Signature]:
     """Every distinct signature of the space's children (at these resolutions), in a stable order."""
-    family = _family(space)
-    cover = family.cover(space, resolutions)
+    walk = latency_parts(space)
+    cover = walk.cover(space, resolutions)
     found: set[Signature] = set()
-    for part in family.parts(space, cover):
+    for part in walk.parts(space, cover):
         for row in np.unique(part.columns[part.active], axis=0).tolist():
             found.add(part.signature(tuple(row)))
     return sorted(found, key=lambda sig: tuple((isinstance(v, str), v) for v in sig))  # type: ignore[return-value]
@@ -635,7 +637,7 @@ class LatencyTable:
             raise ConfigError(f"this latency table was measured for space {self.space!r}, not {space.name!r}")
         matrix = _as_matrix(space, archs)
         total = np.zeros(len(matrix), dtype=np.float64)
-        for part in _family(space).parts(space, matrix):
+        for part in latency_parts(space).parts(space, matrix):
             rows = np.flatnonzero(part.active)
             if rows.size:
                 total[rows] += part.count * self._part_ms(space, matrix, part, rows)
@@ -767,13 +769,13 @@ def measure_latency_table(
     _check_counts(repeats, warmup, rounds, batch_size)
     check_precision(amp, channels_last)
     dev = resolve_device(device)
-    family = _family(space)
+    walk = latency_parts(space)
     measured_res = _space_resolutions(space, resolutions)
     signatures = table_signatures(space, resolutions)
     shares = [1] * len(signatures)
 
     def make_call(k: int) -> Call:
-        probe = family.probe(space, signatures[k], num_classes, in_channels)
+        probe = walk.probe(space, signatures[k], num_classes, in_channels)
         shares[k] = probe.share
         return _prepared_call(probe.module, (batch_size, probe.channels, probe.size, probe.size), dev, amp, channels_last)
 

@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from raynas.errors import ConfigError
+from raynas.logs import get_logger
 from raynas.search.objectives import CHEAP
 from raynas.space import Arch, SearchSpace
-from raynas.logs import get_logger
+from raynas.space.families.mobilenet import MobileNetSpec
 
 logger = get_logger(__name__)
 
@@ -115,8 +116,8 @@ def coarse_grid(space: SearchSpace, levels: Sequence[str] = LEVELS) -> list[Arch
     return list(grid.values())
 
 
-def _mobilenet_spec(space: SearchSpace) -> Any:
-    if space.family != "mobilenet":
+def _mobilenet_spec(space: SearchSpace) -> MobileNetSpec:
+    if not isinstance(space.spec, MobileNetSpec):
         raise ConfigError(f"coarse-to-fine selection needs stage-wise choices (family mobilenet), "
                           f"got space {space.name!r} of family {space.family!r}")
     return space.spec

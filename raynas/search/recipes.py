@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from raynas.errors import ConfigError
 from raynas.estimate import DEPTH_RULES
-from raynas.space import SearchSpace
+from raynas.space import SearchSpace, family
 from raynas.train.config import SAMPLINGS
 
-SAMPLING_BY_FAMILY: dict[str, str] = {"mobilenet": "sandwich", "nb201": "uniform"}
-"""The supernet sampling that ranked best per family (see ``default_sampling``)."""
 FALLBACK_SAMPLING = "sandwich"
 """For a family with no measurement: BigNAS's sandwich rule, ``TrainConfig``'s own default."""
 
@@ -48,9 +46,10 @@ def default_sampling(space: SearchSpace) -> str:
       is far inside the bootstrap noise (gain over step 0: -0.038 [-0.094, +0.020] against
       -0.046 [-0.100, +0.010]), and neither beats the untrained count of conv edges (0.466).
 
-    A family with no measurement gets ``FALLBACK_SAMPLING``.
+    Each family records its value as ``Family.default_sampling``; a family with no measurement
+    gets ``FALLBACK_SAMPLING``.
     """
-    return SAMPLING_BY_FAMILY.get(space.family, FALLBACK_SAMPLING)
+    return family(space.family).default_sampling or FALLBACK_SAMPLING
 
 
 def resolve_depth_rule(depth_rule: str | None, space: SearchSpace | None) -> str | None:

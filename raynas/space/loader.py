@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import raynas.space.families  # noqa: F401  (registers the built-in families)
 from raynas.errors import SpaceError
-from raynas.space.families import FAMILY_PARSERS, mobilenet, nb201
+from raynas.space._family import family, known_families
 from raynas.space.reader import Node, read_yaml
 from raynas.space.search_space import SearchSpace
 
 SHIPPED_DIR = Path(__file__).parents[1] / "search_spaces"
 """The package's copy of the top-level ``search_spaces/`` (a link in a checkout, files in a wheel)."""
 COMMON_KEYS = ("name", "family", "description", "notes")
-FAMILY_KEYS = {"mobilenet": mobilenet.FAMILY_KEYS, "nb201": nb201.FAMILY_KEYS}
 
 
 def shipped_spaces() -> dict[str, Path]:
@@ -47,10 +47,9 @@ def space_from_dict(data: object, source: str = "<dict>", default_name: str = "s
     if not isinstance(data, dict):
         raise root.error(f"a space file must be a mapping, got {type(data).__name__}")
     if "family" not in data:
-        raise root.error(f"missing required key 'family'; known families: {sorted(FAMILY_PARSERS)}")
-    family = root.child("family")
-    family.one_of(sorted(FAMILY_PARSERS))
-    root.mapping(["family"], [*COMMON_KEYS, *FAMILY_KEYS[family.value]])
-    spec = FAMILY_PARSERS[family.value](root)
+        raise root.error(f"missing required key 'family'; known families: {known_families()}")
+    chosen = family(root.child("family").one_of(known_families()))
+    root.mapping(["family"], [*COMMON_KEYS, *chosen.keys])
+    spec = chosen.parse(root)
     name = root.get("name", default_name).value
-    return SearchSpace(name=str(name), family=family.value, spec=spec, source=source, definition=dict(data))
+    return SearchSpace(name=str(name), family=chosen.name, spec=spec, source=source, definition=dict(data))

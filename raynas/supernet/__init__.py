@@ -1,6 +1,7 @@
 """Weight-sharing supernets, their elastic layers, and export of static children."""
 
 from raynas.supernet.base import Supernet
+from raynas.supernet.build import build_supernet
 from raynas.supernet.elastic import BATCHNORMS, ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
 from raynas.supernet.export import (
     ChildRecord,
@@ -10,10 +11,8 @@ from raynas.supernet.export import (
     save_child,
     with_preprocessing,
 )
-from raynas.supernet.registry import build_supernet, known_families, register_family
 
 __all__ = [
     "BATCHNORMS", "ChildRecord", "ElasticBatchNorm2d", "ElasticConv2d", "ElasticLinear", "Preprocessing",
-    "Supernet", "build_supernet", "known_families", "load_child", "read_child_record", "register_family",
-    "save_child", "with_preprocessing",
+    "Supernet", "build_supernet", "load_child", "read_child_record", "save_child", "with_preprocessing",
 ]

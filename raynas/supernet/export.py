@@ -31,7 +31,7 @@ from raynas.errors import ConfigError
 from raynas.space import Arch, SearchSpace, space_from_dict
 from raynas.supernet._programs import PROGRAM_FILES, PreprocessedChild, build_programs
 from raynas.supernet.base import Supernet
-from raynas.supernet.registry import build_supernet
+from raynas.supernet.build import build_supernet
 
 FORMAT = "raynas-child/2"
 FORMATS = ("raynas-child/1", FORMAT)

@@ -209,7 +209,7 @@ def with_stage_skip(space: SearchSpace, enabled: bool = True) -> SearchSpace:
     embed, so every later build of the supernet or a child (evaluator actors, ``load_child``)
     has the same shortcuts.
     """
-    if space.family != "mobilenet":
+    if not isinstance(space.spec, MobileNetSpec):
         raise ConfigError(f"stage_skip applies to the mobilenet family only, got family {space.family!r}")
     if not space.definition:
         raise ConfigError(f"space {space.name!r} has no definition to add stage_skip to; load it with load_space")

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from raynas.errors import ArchError
+from raynas.space._family import Family, register_family
 from raynas.space.arch import Arch
 from raynas.space.dimension import Choice, Dimension
 from raynas.space.reader import Node
@@ -163,3 +164,17 @@ def _int_after(part: str, prefix: str, key: str) -> int:
     if not part.startswith(prefix) or not part[len(prefix):].isdigit():
         raise ArchError(f"key {key!r}: expected {prefix}<integer>, got {part!r}")
     return int(part[len(prefix):])
+
+
+FAMILY = register_family(Family(
+    name="mobilenet",
+    keys=FAMILY_KEYS,
+    parse=MobileNetSpec.parse,
+    supernet="raynas.supernet.mobilenet:MobileNetSupernet",
+    cost="raynas.cost.mobilenet:mobilenet_costs",
+    bn_tables="raynas.estimate.bn_indicator:mobilenet_tables",
+    bn_walker="raynas.estimate.bn_indicator:mobilenet_op_scores",
+    latency="raynas.estimate.latency:MOBILENET_LATENCY",
+    proxy_space="raynas.bpe.space:mobilenet_proxy_definition",
+    default_sampling="sandwich",  # BigNAS's rule; the measurement is in raynas.search.recipes.default_sampling
+))

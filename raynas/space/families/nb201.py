@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raynas.errors import ArchError
+from raynas.space._family import Family, register_family
 from raynas.space.arch import Arch
 from raynas.space.dimension import Choice, Dimension
 from raynas.space.reader import Node
@@ -71,3 +72,18 @@ class NB201Spec:
                     raise ArchError(f"{token!r} in {key!r} must be op~i with i < {j}")
                 values[edge_name(int(source), j)] = op
         return values
+
+
+FAMILY = register_family(Family(
+    name="nb201",
+    keys=FAMILY_KEYS,
+    parse=NB201Spec.parse,
+    supernet="raynas.supernet.nb201:NB201Supernet",
+    cost="raynas.cost.nb201:nb201_costs",
+    bn_tables="raynas.estimate.bn_indicator:nb201_tables",
+    bn_walker="raynas.estimate.bn_indicator:nb201_op_scores",
+    latency="raynas.estimate.latency:NB201_LATENCY",
+    proxy_space="raynas.bpe.space:nb201_proxy_definition",
+    proxy_child="raynas.bpe.space:nb201_child_definition",
+    default_sampling="uniform",  # single path, as BN-NAS; the measurement is in raynas.search.recipes.default_sampling
+))
