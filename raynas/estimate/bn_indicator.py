@@ -125,14 +125,14 @@ def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: floa
 
     Every op owns a BN, so ``parameterless_score`` is unused here.
     """
-    spec = supernet.spec  # type: ignore[attr-defined]
+    spec = supernet.spec
     tables: dict[str, OpTable] = {
         "stem": OpTable(("stem_width",), prefix_means(slot_gammas(supernet.stem.bn), measure, spec.stem.width)[0]),
         "head": OpTable(("head_width",),
                         prefix_means(slot_gammas(supernet.head.conv.bn), measure, spec.head.width)[0]),
     }
-    stages = zip(supernet.spec.stages, supernet.stages, supernet.slots)  # type: ignore[attr-defined]
-    by_resolution = "resolution" in BN_LAYOUTS[supernet.bn_layout]  # type: ignore[attr-defined]
+    stages = zip(supernet.spec.stages, supernet.stages, supernet.slots)
+    by_resolution = "resolution" in BN_LAYOUTS[supernet.bn_layout]
     resolutions = spec.resolutions if by_resolution else spec.resolutions[:1]
     for i, (stage, blocks, slots) in enumerate(stages):
         slot_of = np.array([[[slots.slot(k, e, r) for r in resolutions] for e in stage.expand] for k in stage.kernel],
@@ -148,7 +148,7 @@ def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: floa
 
 def nb201_tables(supernet: Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
     """One table per edge, shape (op choices,): the op's score averaged over the cells."""
-    cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]  # type: ignore[attr-defined]
+    cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]
 
     def op_score(edge: str, op: str) -> float:
         bns = [last_bn(cell.edges[edge][op]) for cell in cells]
@@ -295,10 +295,10 @@ def _mean_measure(gamma: torch.Tensor, measure: str) -> float:
 
 
 def mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
-    scores = [_mean_measure(supernet.stem.bn.weight[0, : int(arch["stem_width"])], measure),  # type: ignore[attr-defined]
-              _mean_measure(supernet.head.conv.bn.weight[0, : int(arch["head_width"])], measure)]  # type: ignore[attr-defined]
+    scores = [_mean_measure(supernet.stem.bn.weight[0, : int(arch["stem_width"])], measure),
+              _mean_measure(supernet.head.conv.bn.weight[0, : int(arch["head_width"])], measure)]
     with supernet.activated(arch):
-        for i, blocks in enumerate(supernet.stages):  # type: ignore[attr-defined]
+        for i, blocks in enumerate(supernet.stages):
             width = int(arch[f"s{i}_width"])
             for block in blocks[: int(arch[f"s{i}_depth"])]:
                 bn = block.project.bn
@@ -307,7 +307,7 @@ def mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterl
 
 
 def nb201_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
-    cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]  # type: ignore[attr-defined]
+    cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]
     scores = []
     for edge in supernet.space.names:
         ops = [cell.edges[edge][str(arch[edge])] for cell in cells]

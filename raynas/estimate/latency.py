@@ -603,7 +603,7 @@ def table_signatures(space: SearchSpace, resolutions: Sequence[int] | None = Non
     for part in walk.parts(space, cover):
         for row in np.unique(part.columns[part.active], axis=0).tolist():
             found.add(part.signature(tuple(row)))
-    return sorted(found, key=lambda sig: tuple((isinstance(v, str), v) for v in sig))  # type: ignore[return-value]
+    return sorted(found, key=lambda sig: tuple((isinstance(v, str), v) for v in sig))
 
 
 def space_digest(space: SearchSpace) -> str:
