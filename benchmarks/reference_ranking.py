@@ -113,8 +113,8 @@ def proxy_rankers(folders: list[Path]) -> dict[str, Scores]:
         for identity, group in rows.groupby(list(IDENTITY), dropna=False):
             setting = dict(zip(IDENTITY, identity))
             name = "proxy " + " ".join(f"{k}={setting[k]}" for k in KEYS if k != "seed")
-            seconds = group["seconds"].mean()
-            found[f"{name} ({seconds:.1f} s/cell)"] = dict(zip(group["arch"], group["proxy_accuracy"]))
+            seconds = group["cpu_seconds"].mean()
+            found[f"{name} ({seconds:.1f} CPU-s/cell)"] = dict(zip(group["arch"], group["proxy_accuracy"]))
     return found
 
 
