@@ -88,7 +88,7 @@ def bn_rankers(space: SearchSpace, keys: list[str], checkpoints: list[Path]) -> 
     for path in checkpoints:
         supernet = load_checkpoint(path).supernet
         for rule in ("sum", "mean"):
-            found[f"bn_score ({rule}) @ {path.name}"] = BNIndicator(depth_rule=rule).fit(supernet).score(archs)
+            found[f"bn_score ({rule}) @ {path.parent.name}"] = BNIndicator(depth_rule=rule).fit(supernet).score(archs)
     return {name: dict(zip(keys, map(float, scores))) for name, scores in found.items()}
 
 
@@ -98,7 +98,7 @@ def calibrated_rankers(keys: list[str], checkpoints: list[Path], cells: int, dat
         loaded = load_checkpoint(path)
         splits = load_data(data or loaded.data.name, seed=loaded.config.seed)
         picked = random.Random(0).sample(keys, min(cells, len(keys)))
-        found[f"calibrated accuracy @ {path.name}"] = {
+        found[f"calibrated accuracy @ {path.parent.name}"] = {
             key: calibrate_and_evaluate(loaded.supernet, loaded.space.arch(key), splits.calib, splits.val,
                                         splits.mean, splits.std, CalibrationConfig())["accuracy"]
             for key in picked}
