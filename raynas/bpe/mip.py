@@ -56,7 +56,7 @@ import numpy as np
 import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
@@ -153,7 +153,7 @@ def param_importances(records: Sequence[Record], free: Sequence[str], choices: M
     """
     if len(records) < 2 or float(np.ptp(np.asarray(objectives, dtype=float))) == 0.0:
         return {p: 0.0 for p in free}
-    distributions = {p: CategoricalDistribution(list(choices[p])) for p in free}
+    distributions: dict[str, BaseDistribution] = {p: CategoricalDistribution(list(choices[p])) for p in free}
     with _optuna_quiet():
         study = optuna.create_study(direction="maximize")
     study.add_trials([
@@ -511,7 +511,7 @@ def round_searcher(bpe: BPESpace, mip: MIPConfig, round_index: int, free: Sequen
     with _optuna_quiet():
         study = optuna.create_study(storage=storage, study_name=name,
                                     directions=["maximize", "minimize"] if two else ["maximize"])
-    distributions = {p: CategoricalDistribution(list(bpe.choices[p])) for p in free}
+    distributions: dict[str, BaseDistribution] = {p: CategoricalDistribution(list(bpe.choices[p])) for p in free}
     agree = [r for r in records if r["status"] != ERROR and all(r[p] == v for p, v in fixed.items())]
     study.add_trials([
         optuna.trial.create_trial(params={p: r[p] for p in free}, distributions=distributions,

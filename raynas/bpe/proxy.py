@@ -202,11 +202,11 @@ def proxy_evaluate(
         base = {**identity, "train_images": len(packed["train_labels"]), "val_images": len(packed["val_labels"]),
                 "device": "cuda" if use_gpu else "cpu"}
         progress = Progress(logger, "proxy trained", len(todo), "archs", every_seconds=0)
-        for done, row in enumerate(_train_all(proxy, todo, packed, proxy_train_config(setting, base["train_images"]),
+        for trained, row in enumerate(_train_all(proxy, todo, packed, proxy_train_config(setting, base["train_images"]),
                                               use_gpu, cpus_per_arch), start=1):
             rows.append({**base, **row})
             write_proxy_rows(path, rows)
-            progress.update(done, f"{row['arch']} proxy_accuracy {row['proxy_accuracy']:.4f} in {row['seconds']:.1f} s")
+            progress.update(trained, f"{row['arch']} proxy_accuracy {row['proxy_accuracy']:.4f} in {row['seconds']:.1f} s")
             if on_row is not None:
                 on_row(rows[-1])
     frame = pd.DataFrame(rows, columns=PROXY_SCHEMA.names)

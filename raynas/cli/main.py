@@ -67,9 +67,9 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         return text.strip() or None
 
 
-def verbosity_options(suppress: bool) -> argparse.ArgumentParser:
+def verbosity_options(suppress: bool) -> "_Parser":
     """``-q``/``-v``, accepted before and after the command (``raynas -q run``, ``raynas run -q``)."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _Parser(add_help=False)
     default = argparse.SUPPRESS if suppress else 0
     parent.add_argument("-q", "--quiet", action="count", default=default,
                         help="only warnings and errors: no progress lines")

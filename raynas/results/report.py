@@ -40,14 +40,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from raynas.errors import ResultsError
-from raynas.results.objectives import OBJECTIVES, check_objectives, directions_of
+from raynas.results.objectives import OBJECTIVES, Direction, check_objectives, directions_of
 from raynas.results.pareto import hypervolume, pareto_mask, usable_rows
 from raynas.results.hv_reference import HypervolumeBox, hypervolume_box, normalized_hypervolume
 from raynas.results.store import ResultStore
@@ -148,7 +148,7 @@ class Report:
     filled_costs: int  # rows whose FLOPs or params came from the cost model
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return directions_of(self.objectives)
 
     @property
@@ -237,7 +237,7 @@ class _Box:
     num_classes: int
     user: Sequence[float] | None
 
-    def __call__(self, names: list[str], dirs: list[str], values: np.ndarray) -> HypervolumeBox:
+    def __call__(self, names: list[str], dirs: Sequence[str], values: np.ndarray) -> HypervolumeBox:
         return hypervolume_box(names, dirs, values, self.space, self.num_classes, self.user)
 
 
@@ -343,7 +343,7 @@ def plot_front(df: pd.DataFrame, x: str, y: str, path: str | os.PathLike[str], t
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.scatter(display_values(rows, x), display_values(rows, y), s=12, c="0.7", label=f"all ({len(rows)})")
-    where = "post" if _direction(x) == "min" else "pre"
+    where: Literal["post", "pre"] = "post" if _direction(x) == "min" else "pre"
     ax.step(display_values(front, x), display_values(front, y), where=where, color="tab:red", lw=1.5)
     ax.scatter(display_values(front, x), display_values(front, y), s=28, c="tab:red", zorder=3,
                label=f"Pareto front of {x}, {y} ({len(front)})")
