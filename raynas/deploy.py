@@ -25,25 +25,23 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from raynas.checkpoint import META_FILE, LoadedCheckpoint, latest_checkpoint, model_record, read_meta, read_state
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
 from raynas.results import ResultStore
 from raynas.results.report import RunDir
-from raynas.space import Arch, SearchSpace, space_from_dict
+from raynas.space import Arch, SearchSpace
 from raynas.supernet import (
     ChildRecord,
     Preprocessing,
-    build_supernet,
     load_child,
     read_child_record,
     with_preprocessing,
 )
 from raynas.supernet.export import ARCH_FILE, FORMAT, METRICS_FILE, write_child
-from raynas.train import LoadedCheckpoint
-from raynas.train.checkpoint import META_FILE, DataInfo, latest_checkpoint, read_meta, read_state
-from raynas.train.config import TrainConfig
 from raynas.logs import get_logger
+from raynas.model_record import DataInfo
 
 logger = get_logger(__name__)
 
@@ -147,12 +145,11 @@ def ship_retrained(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLik
     if not meta.get("fixed_arch"):
         raise ConfigError(f"{folder} must be a retrained child's checkpoint (meta.json with fixed_arch), got a "
                           f"supernet checkpoint; export one of its children with --arch KEY")
-    space = space_from_dict(meta["space"], source=str(folder / META_FILE), default_name=meta["space_name"])
+    record = model_record(meta, str(folder / META_FILE))
+    space = record.space
     arch = space.arch(meta["fixed_arch"])
-    data = DataInfo.from_dict(meta["data"])
-    bn_layout = TrainConfig.from_dict(meta["config"]).bn_layout
     state = read_state(folder)["model"]
-    child = build_supernet(space, data.num_classes, data.in_channels, bn_layout=bn_layout).export(arch)
+    child = record.build().export(arch)
     try:
         child.load_state_dict({k.removeprefix(CHILD_PREFIX): v for k, v in state.items()})
     except RuntimeError as err:
@@ -162,7 +159,7 @@ def ship_retrained(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLik
     metrics = {"arch": space.key(arch), "accuracy": history[-1].get("val_accuracy"), "split": "val",
                "epochs": meta.get("epoch"), "train_seconds": sum(m.get("epoch_seconds", 0.0) for m in history),
                "checkpoint": str(folder)}
-    return ship_child(child, space, arch, out_dir, data, bn_layout, metrics)
+    return ship_child(child, space, arch, out_dir, record.data, record.bn_layout, metrics)
 
 
 def reship(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:

@@ -19,9 +19,8 @@ import torch
 from raynas.data import ImageSet
 from raynas.estimate import BNIndicator
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
-from raynas.space import Arch, space_from_dict
-from raynas.supernet import build_supernet
-from raynas.train.checkpoint import DataInfo
+from raynas.model_record import ModelRecord
+from raynas.space import Arch
 
 
 def state_to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -34,7 +33,7 @@ class Evaluator:
     def __init__(
         self,
         shared: dict[str, Any],
-        meta: dict[str, Any],
+        model: ModelRecord,
         calibration: CalibrationConfig = CalibrationConfig(),
         indicator: dict[str, Any] | None = None,
         device: str = "cpu",
@@ -42,12 +41,9 @@ class Evaluator:
         # Refs nested in a dict are not resolved by Ray before __init__: fetch them here, so a
         # restarted actor re-reads the same zero-copy objects (the pool keeps them alive).
         weights, data = (ray.get(r) if isinstance(r, ray.ObjectRef) else r for r in (shared["weights"], shared["data"]))
-        self.space = space_from_dict(meta["space"], default_name=meta["space_name"])
-        self.info = DataInfo.from_dict(meta["data"])
+        self.space, self.info = model.space, model.data
         self.device = torch.device(device)
-        self.supernet = build_supernet(
-            self.space, self.info.num_classes, self.info.in_channels, bn_layout=meta["config"]["bn_layout"]
-        )
+        self.supernet = model.build()
         with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies them
             warnings.simplefilter("ignore", UserWarning)
             self.supernet.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})

@@ -22,13 +22,13 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from raynas.checkpoint import LoadedCheckpoint
 from raynas.data import DataSplits
 from raynas.errors import ConfigError, EvaluationError
 from raynas.estimate.calibration import CalibrationConfig
 from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
 from raynas.search.evaluator import EvaluatorActor, state_to_numpy
 from raynas.space import Arch
-from raynas.train.checkpoint import LoadedCheckpoint, read_meta
 from raynas.logs import get_logger
 
 logger = get_logger(__name__)
@@ -66,7 +66,6 @@ class EvaluatorPool:
         require(config.request())  # a local instance never grows: refuse before starting anything
         self.config = config
         self.checkpoint = checkpoint
-        meta = read_meta(checkpoint.path)
         weights_ref = ray.put(state_to_numpy(checkpoint.supernet.state_dict()))
         data_ref = ray.put(pack_eval_data(data)) if data is not None else None
         options: dict[str, Any] = {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus,
@@ -76,7 +75,7 @@ class EvaluatorPool:
         self._refs = (weights_ref, data_ref)  # kept alive: restarted actors rebuild from them
         device = "cuda" if config.num_gpus > 0 else "cpu"
         self.actors = [
-            EvaluatorActor.options(**options).remote({"weights": weights_ref, "data": data_ref}, meta,
+            EvaluatorActor.options(**options).remote({"weights": weights_ref, "data": data_ref}, checkpoint.model,
                                                      config.calibration, config.indicator, device)
             for _ in range(config.num_actors)
         ]

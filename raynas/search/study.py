@@ -74,7 +74,7 @@ from raynas.search.prescreen import (
 from raynas.search.run_identity import RunIdentity, check_resume, recorded_identity, space_hash
 from raynas.search.samplers import check_sampler, make_sampler, sampler_name
 from raynas.space import Arch, SearchSpace
-from raynas.train.checkpoint import DataInfo
+from raynas.model_record import DataInfo
 
 logger = get_logger(__name__)
 JOURNAL_FILE = "study.journal"

@@ -70,7 +70,7 @@ from raynas.search.study import (
     set_metric_names,
 )
 from raynas.search.study import plain_value as _plain
-from raynas.train.checkpoint import LoadedCheckpoint
+from raynas.checkpoint import LoadedCheckpoint
 
 PER_TRIAL = ("architecture",)
 INFO = "raynas"

@@ -19,6 +19,9 @@ class Supernet(nn.Module):
     exit, even on error, so no other caller ever sees a half-applied architecture.
     """
 
+    bn_layout: str = "private"
+    """How children share BN layers; a family that offers other layouts sets it in ``__init__``."""
+
     def __init__(self, space: SearchSpace, num_classes: int, in_channels: int) -> None:
         super().__init__()
         self.space = space

@@ -139,7 +139,7 @@ def save_child(
     that normalises needs the normalisation.
     """
     record = ChildRecord.of(supernet.space, arch, num_classes=supernet.num_classes, in_channels=supernet.in_channels,
-                            bn_layout=getattr(supernet, "bn_layout", "private"), data=data, metrics=metrics)
+                            bn_layout=supernet.bn_layout, data=data, metrics=metrics)
     return write_child(out_dir, supernet.export(arch), record)
 
 

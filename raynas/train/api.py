@@ -20,7 +20,8 @@ from raynas.errors import ConfigError, DataError, TrainingError
 from raynas.logs import get_logger
 from raynas.ray_env import check_resources, ensure_ray, started_locally
 from raynas.space import Arch, SearchSpace
-from raynas.train.checkpoint import META_FILE, latest_checkpoint, read_meta, read_state
+from raynas.model_record import DataInfo, ModelRecord
+from raynas.train.checkpoint import META_FILE, latest_checkpoint, model_record, read_meta, read_state
 from raynas.train.config import TrainConfig
 from raynas.train.data_feed import pack_splits, pack_stream
 from raynas.train.loop import PROGRESS_FILE, STARTS_FILE, progress_line, train_loop
@@ -100,9 +101,9 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
     if not re.fullmatch(r"[\w.-]+", name):
         raise TrainingError(f"run name must use letters, digits, '.', '_' or '-', got {name!r}")
     storage = Path(out_dir).resolve()
+    record = ModelRecord.of(space, DataInfo.from_dict(packed["info"]), config.bn_layout)
     loop_config = {
-        "train": config.to_dict(), "space": space.definition, "space_name": space.name, "info": packed["info"],
-        "data_ref": ray.put(packed), "use_gpu": scaling.use_gpu, "run_name": name, "fixed_arch": fixed_arch,
+        "train": config.to_dict(), "model": record, "data_ref": ray.put(packed), "use_gpu": scaling.use_gpu, "run_name": name, "fixed_arch": fixed_arch,
         "fault": fault, "local_dir": str(storage / name) if scaling.num_workers == 0 else None,
         "run_dir": str(storage / name),
     }
@@ -171,9 +172,10 @@ def _check_resume(run_dir: Path, loop_config: dict[str, Any], config: TrainConfi
     read_state(previous)  # an unreadable or unsafe state fails here, before any worker starts
     try:
         old = TrainConfig.from_dict(meta["config"])
+        old_record = model_record(meta, str(source))
     except (ConfigError, KeyError, TypeError) as err:
         raise ConfigError(f"{source}: cannot resume from it: {err}") from None
-    changed, problems = _differences(meta, old, config, loop_config)
+    changed, problems = _differences(meta, old, old_record, config, loop_config)
     done = int(meta.get("epoch", 0))
     only_epochs = changed == ["epochs"] and len(problems) == 1
     if not problems or (only_epochs and _extends(old, config, meta, done)):
@@ -182,16 +184,18 @@ def _check_resume(run_dir: Path, loop_config: dict[str, Any], config: TrainConfi
                       f"{'; '.join(problems)}; {_resume_advice(old, config, done, only_epochs)}")
 
 
-def _differences(meta: dict[str, Any], old: TrainConfig, new: TrainConfig,
+def _differences(meta: dict[str, Any], old: TrainConfig, old_record: ModelRecord, new: TrainConfig,
                  loop_config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The config keys that differ, and every difference as the user should read it."""
     was, now = old.to_dict(), new.to_dict()
     changed = [key for key in now if key != "log_every_epoch" and was[key] != now[key]]
     problems = [f"{key}: {was[key]!r} -> {now[key]!r}" for key in changed]
-    for key, ours, what in (("space", "space", "search space"), ("fixed_arch", "fixed_arch", "retrained child")):
-        if _plain(meta.get(key)) != _plain(loop_config[ours]):
-            problems.append(f"the {what} differs")
-    data_was, data_now = _plain(meta.get("data")) or {}, _plain(loop_config["info"])
+    record: ModelRecord = loop_config["model"]
+    if _plain(old_record.space_definition) != _plain(record.space_definition):
+        problems.append("the search space differs")
+    if _plain(meta.get("fixed_arch")) != _plain(loop_config["fixed_arch"]):
+        problems.append("the retrained child differs")
+    data_was, data_now = old_record.data.to_dict(), record.data.to_dict()
     if data_was != data_now:
         problems.append(f"the data differs ({', '.join(k for k in data_now if data_was.get(k) != data_now[k])})")
     return changed, problems

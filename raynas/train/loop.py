@@ -23,9 +23,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from raynas.space import Arch, space_from_dict
-from raynas.supernet import BATCHNORMS, build_supernet
-from raynas.train.checkpoint import latest_checkpoint, read_state, restore_rng, rng_state, write_checkpoint
+from raynas.model_record import ModelRecord
+from raynas.space import Arch
+from raynas.supernet import BATCHNORMS
+from raynas.train.checkpoint import MODEL_KEY, latest_checkpoint, read_state, restore_rng, rng_state, write_checkpoint
 from raynas.train.config import TrainConfig
 from raynas.train.data_feed import ShardFeed, StreamFeed, make_feed
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler, zero_init_residual_gamma
@@ -74,9 +75,9 @@ def data_parallel(model: nn.Module, counter: AllreduceCounter) -> nn.Module:
     return net
 
 
-def build_model(loop_config: dict[str, Any], config: TrainConfig, info: dict[str, Any]) -> tuple[nn.Module, Any]:
-    space = space_from_dict(loop_config["space"], default_name=loop_config["space_name"])
-    supernet = build_supernet(space, info["num_classes"], info["in_channels"], seed=config.seed, bn_layout=config.bn_layout)
+def build_model(loop_config: dict[str, Any], config: TrainConfig) -> tuple[nn.Module, Any]:
+    record: ModelRecord = loop_config["model"]
+    space, supernet = record.space, record.build(seed=config.seed)
     if loop_config.get("fixed_arch"):
         arch = space.arch(loop_config["fixed_arch"])
         return FixedChild(supernet.export(arch).train()), space
@@ -94,7 +95,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else torch.device("cpu")
     packed = ray.get(loop_config["data_ref"])
     feed = make_feed(packed, config.batch_size, rank, world, config.seed, config.augment, device)
-    model, space = build_model(loop_config, config, packed["info"])
+    model, space = build_model(loop_config, config)
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     trainable = configure_trainable(model, config)
     optimizer = make_optimizer(model, config)
@@ -194,10 +195,9 @@ def _report(rank, model, optimizer, scheduler, epoch, step, history, loop_config
         return
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              **rng_state(), "epoch": epoch, "step": step, "history": history}
-    meta = {"format": "raynas-checkpoint/1", "run_name": loop_config["run_name"], "epoch": epoch + 1,
-            "space": loop_config["space"], "space_name": loop_config["space_name"], "config": loop_config["train"],
-            "data": loop_config["info"], "fixed_arch": loop_config.get("fixed_arch"),
-            "metrics": history}
+    meta = {"format": "raynas-checkpoint/2", "run_name": loop_config["run_name"], "epoch": epoch + 1,
+            MODEL_KEY: loop_config["model"].to_dict(), "config": loop_config["train"],
+            "fixed_arch": loop_config.get("fixed_arch"), "metrics": history}
     if loop_config.get("local_dir"):  # local mode: Ray does not persist checkpoints, so write in place
         folder = write_checkpoint(Path(loop_config["local_dir"]) / f"checkpoint_epoch_{epoch + 1:04d}", state, meta)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))

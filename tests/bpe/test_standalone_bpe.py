@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raynas.bpe import Reference, load_bpe_space, load_proxy_setting, read_trials, run_bpe
+from raynas.bpe import Reference, load_proxy_setting, read_trials, run_bpe
 from raynas.bpe.mip import search_reference
 from raynas.bpe.proxy import PROXY_SCHEMA
 from raynas.bpe.space import STANDALONE_HYPERPARAMETERS, bpe_space_from_dict

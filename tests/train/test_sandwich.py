@@ -5,6 +5,7 @@ import torch
 
 from raynas.data import load_data, to_model_input
 from raynas.errors import ConfigError, TrainingError
+from raynas.model_record import DataInfo, ModelRecord
 from raynas.space import load_space
 from raynas.supernet import BATCHNORMS, build_supernet
 from raynas.supernet.mobilenet import with_stage_skip
@@ -104,11 +105,11 @@ def test_stage_skip_makes_every_first_block_residual_and_zero_inits_it():
 @pytest.mark.parametrize("stage_skip", [False, True])
 def test_the_training_loop_zero_inits_in_full_mode_only(stage_skip):
     space = with_stage_skip(load_space("tiny"), stage_skip)
-    loop_config = {"space": space.definition, "space_name": space.name}
-    info = {"num_classes": 10, "in_channels": 1}
+    digits = DataInfo("digits", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.4,), hflip=False)
+    loop_config = {"model": ModelRecord.of(space, digits, TrainConfig().bn_layout)}
     gammas = {}
     for mode in ("bn_only", "full"):
-        model, _ = build_model(loop_config, TrainConfig(mode=mode), info)
+        model, _ = build_model(loop_config, TrainConfig(mode=mode))
         gammas[mode] = [float(b.project.bn.weight.detach().abs().max()) for stage in model.stages for b in stage]
     assert gammas["bn_only"] == [1.0] * 4
     assert gammas["full"] == ([0.0] * 4 if stage_skip else [1.0, 0.0, 1.0, 0.0])
