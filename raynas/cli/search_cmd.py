@@ -1,11 +1,14 @@
-"""Multi-objective search over a trained checkpoint with an Optuna sampler on Ray actors."""
+"""Multi-objective search with an Optuna sampler: over a trained checkpoint (BN scores, calibration on
+Ray actors), or over a space whose children the BPE proxy trains standalone (`--evaluator proxy`)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from raynas.checkpoint import load_checkpoint
 from raynas.cli.calibrate_cmd import add_pool_options, pool_config
 from raynas.cli.common import add_address, at_least, non_negative_int, positive_int
 from raynas.cli.estimate_common import add_depth_rule, checkpoint_data
@@ -13,9 +16,20 @@ from raynas.ray_env import ensure_ray
 from raynas.results.folder_lock import FolderLock
 from raynas.search import EvaluatorPool
 from raynas.search.costs import CheapObjectives
+from raynas.search.pool import PoolConfig
 from raynas.search.samplers import SAMPLERS
-from raynas.search.study import ACCURACY_EVALUATORS, SearchConfig, check_folder, check_satisfiable, search
-from raynas.train import load_checkpoint
+from raynas.search.study import (
+    ACCURACY_EVALUATORS,
+    SearchConfig,
+    SearchResult,
+    Subject,
+    check_folder,
+    check_satisfiable,
+    search,
+)
+
+if TYPE_CHECKING:  # the latency module pulls in torch: load it only when a table is given
+    from raynas.estimate.latency import LatencyTable
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +92,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
                         accuracy_evaluator=evaluator)
 
 
-def latency_table(args: argparse.Namespace):
+def latency_table(args: argparse.Namespace) -> LatencyTable | None:
     if args.latency_table is None:
         return None
     from raynas.estimate.latency import LatencyTable
@@ -101,45 +115,53 @@ def run(args: argparse.Namespace) -> int:
     config = replace(search_config(args), prescreen=args.prescreen or 0, prescreen_keep=args.prescreen_keep)
     latency = latency_table(args)  # every input is read and checked before Ray starts
     if config.accuracy_evaluator == "proxy":
-        subject, data = proxy_subject_of(args)
+        out, result = _proxy_search(args, config, latency)
     else:
-        subject = load_checkpoint(args.source)
-        data = checkpoint_data(subject, args.data)
-    info = subject.data
-    check_satisfiable(CheapObjectives(subject.space, info.num_classes, info.in_channels, latency),
-                      config.parsed_constraints)
-    if config.accuracy_evaluator == "proxy":
-        from raynas.bpe.search_evaluator import ProxyEvaluator
-
-        out = _run_folder(args)
-        pool = ProxyEvaluator(subject, data, out, cpus_per_arch=args.actor_cpus, use_gpu=args.gpu)
-        _check_folder(args, out, subject, config, pool.config)
-        ensure_ray(args.address)
-        result = search(subject, pool, out, config, latency)
-    else:
-        pool_settings = replace(pool_config(args, subject.config.seed, subject.space), wait_timeout=args.wait_timeout)
-        out = _run_folder(args)
-        _check_folder(args, out, subject, config, pool_settings)
-        ensure_ray(args.address)
-        with EvaluatorPool(subject, data, pool_settings) as actors:
-            result = search(subject, actors, out, config, latency)
+        out, result = _checkpoint_search(args, config, latency)
     print(f"{len(result.study.trials)} trials in {out}; report with: raynas report {out}")
     for row in result.calibrated[:5]:
         print(f"  top-1 {row['accuracy']:.4f}  flops {row['flops'] / 1e6:.2f}M  {row['arch']}")
     return 0
 
 
-def proxy_subject_of(args: argparse.Namespace):
-    """The space, setting and data of ``--evaluator proxy``, read and checked before Ray starts."""
+def _checkpoint_search(args: argparse.Namespace, config: SearchConfig,
+                       latency: LatencyTable | None) -> tuple[Path, SearchResult]:
+    """A search over a trained supernet: BN scores and calibration on evaluator actors."""
+    checkpoint = load_checkpoint(args.source)
+    data = checkpoint_data(checkpoint, args.data)
+    _check_satisfiable(checkpoint, config, latency)
+    pool_settings = replace(pool_config(args, checkpoint.config.seed, checkpoint.space), wait_timeout=args.wait_timeout)
+    out = _run_folder(args)
+    _check_folder(args, out, checkpoint, config, pool_settings)
+    ensure_ray(args.address)
+    with EvaluatorPool(checkpoint, data, pool_settings) as actors:
+        return out, search(checkpoint, actors, out, config, latency)
+
+
+def _proxy_search(args: argparse.Namespace, config: SearchConfig,
+                  latency: LatencyTable | None) -> tuple[Path, SearchResult]:
+    """A search over a space with no checkpoint: each child trained standalone under the proxy setting."""
     from raynas.bpe.proxy_setting import ProxySetting, load_proxy_setting
-    from raynas.bpe.search_evaluator import proxy_subject
+    from raynas.bpe.search_evaluator import ProxyEvaluator, proxy_subject
     from raynas.data import load_data
     from raynas.space import load_space
 
     space = load_space(str(args.source))
     setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
     data = load_data(args.data or "digits", seed=setting.seed)
-    return proxy_subject(space, setting, data, args.setting), data
+    subject = proxy_subject(space, setting, data, args.setting)
+    _check_satisfiable(subject, config, latency)
+    out = _run_folder(args)
+    evaluator = ProxyEvaluator(subject, data, out, cpus_per_arch=args.actor_cpus, use_gpu=args.gpu)
+    _check_folder(args, out, subject, config, evaluator.config)
+    ensure_ray(args.address)
+    return out, search(subject, evaluator, out, config, latency)
+
+
+def _check_satisfiable(subject: Subject, config: SearchConfig, latency: LatencyTable | None) -> None:
+    info = subject.data
+    check_satisfiable(CheapObjectives(subject.space, info.num_classes, info.in_channels, latency),
+                      config.parsed_constraints)
 
 
 def _run_folder(args: argparse.Namespace) -> Path:
@@ -150,7 +172,8 @@ def _run_folder(args: argparse.Namespace) -> Path:
     return out
 
 
-def _check_folder(args: argparse.Namespace, out: Path, subject, config: SearchConfig, pool_settings) -> None:
+def _check_folder(args: argparse.Namespace, out: Path, subject: Subject, config: SearchConfig,
+                  pool_settings: PoolConfig) -> None:
     """Refuse a busy folder or another search's before any actor or proxy task starts."""
     if args.new_run:
         return
