@@ -255,7 +255,7 @@ def test_removing_nodes_that_hold_actors_mid_search_loses_and_duplicates_nothing
 
 # --- a node that joins late -------------------------------------------------------------------------
 @pytest.mark.timeout(180)
-def test_a_pool_on_a_joined_cluster_waits_for_a_node_that_joins_late(cluster, trained, caplog):
+def test_a_pool_on_a_joined_cluster_waits_for_a_node_that_joins_late(cluster, trained, capsys):
     resize(cluster, 1)
     outcome: dict = {}
 
@@ -268,12 +268,18 @@ def test_a_pool_on_a_joined_cluster_waits_for_a_node_that_joins_late(cluster, tr
     starter = threading.Thread(target=start, daemon=True)
     starter.start()
     line = "[raynas] waiting for 2 evaluator actors: 1 of 2 CPUs available, 0 of 2 started"
-    wait_for(lambda: line in caplog.text or not starter.is_alive(), 120, "the waiting line")
+    seen: list[str] = []  # the raynas logger writes warnings to stderr
+
+    def shown() -> str:
+        seen.append(capsys.readouterr().err)
+        return "".join(seen)
+
+    wait_for(lambda: line in shown() or not starter.is_alive(), 120, "the waiting line")
     cluster.add_node(num_cpus=1)  # from the main thread, see NodeKillingPool
     starter.join(timeout=150)
     if "error" in outcome:
         raise outcome["error"]
-    assert line in caplog.text
+    assert line in shown()
     with outcome["pool"] as pool:
         rows = pool.score([trained.space.sample(i) for i in range(6)], batch_size=3)
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
