@@ -86,7 +86,7 @@ def test_main_job_runs_on_the_embedded_default(ray_local, tmp_path, capsys):
     assert printed.count("test top-1") == 1  # the test figure is shown once, in the final table
     rows = pd.read_parquet(out / "results")
     assert set(rows["evaluator"]) == {"bn_score", "short_train", "final_train", "test"}
-    assert (out / "report" / "final.png").exists() and json.loads((out / "run.json").read_text())["space_name"] == "tiny"
+    assert (out / "report" / "final.png").exists() and json.loads((out / "run.json").read_text())["model"]["space_name"] == "tiny"
     models = sorted((out / "models").iterdir())
     assert len(models) == 2
     child, arch, _ = load_child(models[-1])

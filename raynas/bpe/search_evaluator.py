@@ -25,8 +25,9 @@ from raynas.bpe.proxy import OK, proxy_child_space, proxy_evaluate
 from raynas.bpe.proxy_setting import ProxySetting
 from raynas.data import DataSplits
 from raynas.search.pool import PoolConfig
+from raynas.search.runner import records
 from raynas.space import Arch, SearchSpace
-from raynas.train.checkpoint import DataInfo
+from raynas.model_record import DataInfo, ModelRecord
 
 PROXY_FOLDER = "proxy"
 EVALUATOR = "proxy"
@@ -42,6 +43,11 @@ class ProxySubject:
     checkpoint_id: str
     path: Path | None = None
     """The setting file (recorded in ``run.json``); no supernet weights stand behind a proxy search."""
+
+    @property
+    def model(self) -> ModelRecord:
+        """The searched space on its data (each child is built standalone from it)."""
+        return ModelRecord.of(self.space, self.data)
 
 
 def proxy_subject(space: SearchSpace, setting: ProxySetting, data: DataSplits,
@@ -71,7 +77,7 @@ class ProxyEvaluator:
         subject = self.subject
         frame = proxy_evaluate(subject.space, archs, subject.setting, self.data, self.out_dir / PROXY_FOLDER,
                                use_gpu=self.use_gpu, cpus_per_arch=self.cpus_per_arch)
-        return [self._row(row) for row in frame.to_dict("records")]
+        return [self._row(row) for row in records(frame)]
 
     def _row(self, proxy: dict[str, Any]) -> dict[str, Any]:
         seconds = float(proxy["seconds"])

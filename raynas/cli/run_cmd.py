@@ -33,6 +33,7 @@ from raynas.cli.train_cmd import (
 from raynas.data import DataSplits, load_data
 from raynas.data.streaming import resolve_input
 from raynas.errors import ConfigError
+from raynas.logs import get_logger
 from raynas.protocol.delivery import SUMMARY_FILE, deliver, format_final_table
 from raynas.protocol.main_job import (
     bignas_finals,
@@ -59,6 +60,8 @@ from raynas.train.config import bignas_recipe
 # batch 512 for ~25k steps); on the short embedded budget a trainable classifier lets it learn.
 FULL_MODE_EPOCHS = 40
 FINETUNE_LR = 0.01  # a tenth of the from-scratch rate: the inherited weights are already good
+
+logger = get_logger(__name__)
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     if args.mode == "full" and isinstance(space.spec, MobileNetSpec):
         space = with_stage_skip(space)  # BigNAS's skip connection at stage transitions
     config = _training(args, space)
-    print(f"[raynas] 1/4 train {space.name} ({config.mode}, {config.sampling} sampling) on {args.workers} workers: "
+    logger.info(f"1/4 train {space.name} ({config.mode}, {config.sampling} sampling) on {args.workers} workers: "
           f"{data.summary()}")
     # --input stream: the supernet stage streams its images through Ray Data; the later stages use ``data``
     streamed = resolve_input(args.data, args.input) == "stream"
@@ -133,24 +136,24 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     clock.lap("train supernet")
     pool = pool_config(args, args.seed, space)
     if args.mode == "full":
-        print(f"[raynas] 2/4 coarse-to-fine selection under {cost_name} budgets {[f'{b:,.0f}' for b in budgets]}")
+        logger.info(f"2/4 coarse-to-fine selection under {cost_name} budgets {[f'{b:,.0f}' for b in budgets]}")
         finetune = (recipe.final.replace(epochs=args.finetune_epochs, lr=FINETUNE_LR, bn_layout=config.bn_layout)
                     if args.finetune_epochs else None)
         finals = bignas_finals(checkpoint, data, run, pool, budgets, cheap, cost_name, args.perturbations,
                                args.seed, finetune)
     else:
-        print(f"[raynas] 2/4 search {search.trials} children with {search.sampler} over {','.join(search.objectives)}")
+        logger.info(f"2/4 search {search.trials} children with {search.sampler} over {','.join(search.objectives)}")
         finals = bnnas_finals(checkpoint, data, run, pool, search, budgets, cheap, recipe)
     clock.lap("select and train children")
-    print(f"[raynas] 3/4 test {len(finals)} final model(s) once each on {len(data.test)} held-out images, export")
+    logger.info(f"3/4 test {len(finals)} final model(s) once each on {len(data.test)} held-out images, export")
     store = ResultStore(run.results, space)
     frame = deliver(space, data, finals, cost_name, run.root, store, cheap, config.bn_layout, clock.seconds)
     if args.mode == "bn_only":
         record_stage(run.root, search.run_id, "test", [{"arch": r["arch"], "test_top1": r["test_top1"],
                                                          "val_top1": r["val_top1"]} for r in frame.to_dict("records")])
-    print("[raynas] 4/4 report")
+    logger.info("4/4 report")
     plot = _report(run, store, cost_name, "bn_score" if args.mode == "bn_only" else "calibrate")
-    print(f"[raynas] done in {clock.total():.0f}s: models {run.root / 'models'}, results {run.results}, plot {plot}")
+    logger.info(f"done in {clock.total():.0f}s: models {run.root / 'models'}, results {run.results}, plot {plot}")
     return 0
 
 
@@ -210,6 +213,6 @@ def _print_summary(frame: pd.DataFrame, cost_name: str, summary: dict) -> None:
 
 def _show_finished(run: RunDir) -> int:
     summary = json.loads((run.root / SUMMARY_FILE).read_text())
-    print(f"[raynas] {run.root} holds a finished run (its test split was read once, when it finished):")
+    logger.info(f"{run.root} holds a finished run (its test split was read once, when it finished):")
     _print_summary(pd.DataFrame(summary["models"]), summary["cost"], summary)
     return 0

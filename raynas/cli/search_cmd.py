@@ -15,18 +15,10 @@ from raynas.cli.estimate_common import add_depth_rule, checkpoint_data
 from raynas.ray_env import ensure_ray
 from raynas.results.folder_lock import FolderLock
 from raynas.search import EvaluatorPool
-from raynas.search.costs import CheapObjectives
 from raynas.search.pool import PoolConfig
 from raynas.search.samplers import SAMPLERS
-from raynas.search.study import (
-    ACCURACY_EVALUATORS,
-    SearchConfig,
-    SearchResult,
-    Subject,
-    check_folder,
-    check_satisfiable,
-    search,
-)
+from raynas.search.runner import SearchRunner, Subject
+from raynas.search.study import ACCURACY_EVALUATORS, SearchConfig, SearchResult, check_folder, search
 
 if TYPE_CHECKING:  # the latency module pulls in torch: load it only when a table is given
     from raynas.estimate.latency import LatencyTable
@@ -129,8 +121,8 @@ def _checkpoint_search(args: argparse.Namespace, config: SearchConfig,
     """A search over a trained supernet: BN scores and calibration on evaluator actors."""
     checkpoint = load_checkpoint(args.source)
     data = checkpoint_data(checkpoint, args.data)
-    _check_satisfiable(checkpoint, config, latency)
     pool_settings = replace(pool_config(args, checkpoint.config.seed, checkpoint.space), wait_timeout=args.wait_timeout)
+    SearchRunner(checkpoint, config, pool_settings, latency)  # refuses what cannot run before anything starts
     out = _run_folder(args)
     _check_folder(args, out, checkpoint, config, pool_settings)
     ensure_ray(args.address)
@@ -150,18 +142,12 @@ def _proxy_search(args: argparse.Namespace, config: SearchConfig,
     setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
     data = load_data(args.data or "digits", seed=setting.seed)
     subject = proxy_subject(space, setting, data, args.setting)
-    _check_satisfiable(subject, config, latency)
+    SearchRunner(subject, config, PoolConfig(), latency)  # no actors stand behind a proxy search
     out = _run_folder(args)
     evaluator = ProxyEvaluator(subject, data, out, cpus_per_arch=args.actor_cpus, use_gpu=args.gpu)
     _check_folder(args, out, subject, config, evaluator.config)
     ensure_ray(args.address)
     return out, search(subject, evaluator, out, config, latency)
-
-
-def _check_satisfiable(subject: Subject, config: SearchConfig, latency: LatencyTable | None) -> None:
-    info = subject.data
-    check_satisfiable(CheapObjectives(subject.space, info.num_classes, info.in_channels, latency),
-                      config.parsed_constraints)
 
 
 def _run_folder(args: argparse.Namespace) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from raynas.data import DataSplits
 from raynas.errors import ConfigError
+from raynas.logs import get_logger
 from raynas.estimate.calibration import calibrate_bn, calibration_subset
 from raynas.protocol.final import FinalModel
 from raynas.protocol.retraining import FINAL, SHORT, RetrainRecipe, final_stage, finetune_stage, short_stage
@@ -35,6 +36,8 @@ from raynas.search.objectives import CHEAP, Constraint
 from raynas.search.study import SearchConfig, record_stage, search
 from raynas.train import LoadedCheckpoint, TrainConfig
 from raynas.train.data_feed import pack_splits
+
+logger = get_logger(__name__)
 
 
 def parse_targets(text: str | None, constraints: Sequence[Constraint], cost_name: str) -> int | list[float]:
@@ -74,7 +77,7 @@ def resolve_targets(spec: int | list[float], cheap: CheapObjectives, cost_name: 
 
 def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
                  search_config: SearchConfig, budgets: list[float], cheap: CheapObjectives,
-                 recipe: RetrainRecipe, log=print) -> list[FinalModel]:
+                 recipe: RetrainRecipe) -> list[FinalModel]:
     """Search by BN score, then retrain a shortlist per budget; returns the final models."""
     space = checkpoint.space
     cost_name = cost_objective(search_config.objectives)
@@ -89,10 +92,10 @@ def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, po
         raise ConfigError(f"no searched child meets the {cost_name} target(s) {empty}; search more trials "
                           "or raise the targets")
     packed = pack_splits(data)
-    log(f"[raynas] shortlist: {sum(map(len, shortlist.values()))} children over {len(budgets)} {cost_name} "
+    logger.info(f"shortlist: {sum(map(len, shortlist.values()))} children over {len(budgets)} {cost_name} "
         f"targets, trained {recipe.short.epochs} epochs at most (ASHA, grace {recipe.early_stopping.grace_epochs})")
     winners = short_stage(space, shortlist, packed, recipe, run.root, store, cheap)
-    log(f"[raynas] full training of {len(set(winners.values()))} winner(s) for {recipe.final.epochs} epochs")
+    logger.info(f"full training of {len(set(winners.values()))} winner(s) for {recipe.final.epochs} epochs")
     retrained = final_stage(space, winners, packed, recipe, run.root, store, cheap)
     _record_in_study(run, search_config.run_id, store)
     return [FinalModel(r.target, r.arch, r.val_accuracy, r.seconds, r.child, f"retrained {r.epochs} epochs")
@@ -101,20 +104,19 @@ def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, po
 
 def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
                   budgets: list[float], cheap: CheapObjectives, cost_name: str, perturbations: int = 20,
-                  seed: int = 0, finetune: TrainConfig | None = None, log=print) -> list[FinalModel]:
+                  seed: int = 0, finetune: TrainConfig | None = None) -> list[FinalModel]:
     """Coarse-to-fine selection on the fully trained supernet; winners deploy BN-calibrated,
     optionally after a short fine-tune from their inherited weights (``finetune``)."""
     space = checkpoint.space
     store = ResultStore(run.results, space)
-    write_run_metadata(run.root, space, run_id="coarse_to_fine", checkpoint=str(checkpoint.path),
-                       checkpoint_id=checkpoint.checkpoint_id, data=checkpoint.data.to_dict(),
-                       num_classes=checkpoint.data.num_classes,
+    write_run_metadata(run.root, checkpoint.model, run_id="coarse_to_fine", checkpoint=str(checkpoint.path),
+                       checkpoint_id=checkpoint.checkpoint_id,
                        selection={"cost": cost_name, "budgets": budgets, "perturbations": perturbations, "seed": seed})
     with EvaluatorPool(checkpoint, data, pool_config) as pool:
         result = coarse_to_fine(space, pool, cheap, budgets, cost_name, perturbations, seed,
                                 checkpoint_id=checkpoint.checkpoint_id)
     store.write_batch(list(result.rows))
-    log(f"[raynas] coarse-to-fine: {result.grid_size} grid children, {result.evaluated} calibrated on "
+    logger.info(f"coarse-to-fine: {result.grid_size} grid children, {result.evaluated} calibrated on "
         f"{pool_config.calibration.images} images and scored on {len(data.val)} val images")
     supernet = checkpoint.supernet
     subset = calibration_subset(data.calib, pool_config.calibration)
@@ -127,7 +129,7 @@ def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, p
                                  supernet.export(arch).eval(), f"calibrated on {len(subset)} images ({winner.stage})"))
     if finetune is None:
         return finals
-    log(f"[raynas] fine-tune {len(finals)} calibrated child(ren) for {finetune.epochs} epochs at lr {finetune.lr:g}")
+    logger.info(f"fine-tune {len(finals)} calibrated child(ren) for {finetune.epochs} epochs at lr {finetune.lr:g}")
     return finetune_stage(space, finals, pack_splits(data), finetune, run.root, store, cheap)
 
 

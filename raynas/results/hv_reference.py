@@ -25,7 +25,6 @@ import numpy as np
 from raynas.cost import CostModel
 from raynas.errors import ResultsError
 from raynas.results.pareto import REFERENCE_MARGIN, reference_point
-from raynas.space import SearchSpace
 
 UNIT_BOUNDS = {"accuracy": (1.0, 0.0), "top5": (1.0, 0.0), "bn_score": (None, 0.0)}
 """Objective -> (best, worst) known without the space: a top-1 lies in [0, 1], a BN score >= 0."""
@@ -41,23 +40,24 @@ class HypervolumeBox:
     """Per objective: "space", "bound", "rows" or "user": where its reference value came from."""
 
 
-def objective_bounds(name: str, space: SearchSpace, num_classes: int = 10) -> tuple[float | None, float | None]:
-    """(best, worst) of objective ``name`` over every child of ``space``; None where not known."""
+def objective_bounds(name: str, cost: CostModel) -> tuple[float | None, float | None]:
+    """(best, worst) of objective ``name`` over every child of ``cost.space``; None where not known."""
     if name in ("flops", "params"):
-        costs = CostModel(space, num_classes=num_classes).costs([space.min(), space.max()])[name]
+        space = cost.space
+        costs = cost.costs([space.min(), space.max()])[name]
         return float(costs.min()), float(costs.max())
     return UNIT_BOUNDS.get(name, (None, None))
 
 
-def hypervolume_box(names: Sequence[str], directions: Sequence[str], values: np.ndarray, space: SearchSpace,
-                    num_classes: int = 10, user: Sequence[float] | None = None) -> HypervolumeBox:
+def hypervolume_box(names: Sequence[str], directions: Sequence[str], values: np.ndarray, cost: CostModel,
+                    user: Sequence[float] | None = None) -> HypervolumeBox:
     """The fixed reference of ``names`` (``user``'s when given) and the ideal corner, per objective."""
     signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
     from_rows = reference_point(values, directions)
     rows_best = (values * signs).min(axis=0) * signs
     reference, ideal, sources = [], [], []
     for i, name in enumerate(names):
-        best, worst = objective_bounds(name, space, num_classes)
+        best, worst = objective_bounds(name, cost)
         ideal.append(rows_best[i] if best is None else best)
         if worst is None:
             reference.append(from_rows[i])

@@ -4,11 +4,15 @@ A run directory, as ``raynas search`` and ``raynas run`` write it and ``raynas r
 
     DIR/
       run.json          run metadata, one JSON object. The report reads:
+                          "model"       the ``ModelRecord`` of what was searched (space definition,
+                                        data: classes, channels, normalisation; BN layout)
+                        or, where no record is known (and in files written before it existed):
                           "space"       the space definition (``SearchSpace.definition``), rebuilt
                                         with ``raynas.space.space_from_dict``; required unless
                                         ``--space`` is given
                           "space_name"  optional, the name if the definition has none
-                          "num_classes" optional (default 10), for costs the rows lack
+                          "num_classes" optional (default 10; 3 input channels), for costs
+                                        the rows lack (a record gives classes and channels)
                         Writers add what else they know (run_id, checkpoint, sampler, seed, ...);
                         the report ignores other keys. ``write_run_metadata`` writes this file.
                           "runs"        run id -> identity of each search written here (what
@@ -46,7 +50,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from raynas.errors import ResultsError
+from raynas.cost import CostModel
+from raynas.errors import RaynasError, ResultsError
+from raynas.model_record import ModelRecord
 from raynas.results.objectives import OBJECTIVES, Direction, check_objectives, directions_of
 from raynas.results.pareto import hypervolume, pareto_mask, usable_rows
 from raynas.results.hv_reference import HypervolumeBox, hypervolume_box, normalized_hypervolume
@@ -55,6 +61,7 @@ from raynas.space import SearchSpace, load_space, space_from_dict
 
 RUN_JSON = "run.json"
 RUNS_KEY = "runs"
+MODEL_KEY = "model"
 RESULTS_DIR = "results"
 REPORT_DIR = "report"
 PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("proxy", "accuracy"), ("bn_score", "bn_score"))
@@ -87,8 +94,8 @@ class RunDir:
         return self.root / REPORT_DIR
 
 
-def write_run_metadata(root: str | os.PathLike[str], space: SearchSpace, **extra: Any) -> Path:
-    """Write ``DIR/run.json`` with the space definition, so the results outlive the space file.
+def write_run_metadata(root: str | os.PathLike[str], model: ModelRecord | SearchSpace, **extra: Any) -> Path:
+    """Write ``DIR/run.json`` with the model record (or the bare space), so the results outlive the space file.
 
     The identities of the folder's searches (``runs``: run id -> identity) are merged into those
     already recorded, never dropped: whoever rewrites the file, a later resume of any of them is
@@ -96,7 +103,9 @@ def write_run_metadata(root: str | os.PathLike[str], space: SearchSpace, **extra
     """
     run = RunDir(Path(root))
     runs = {**(read_run_metadata(run.root).get(RUNS_KEY) or {}), **extra.pop(RUNS_KEY, {})}
-    meta = {"space": space.definition, "space_name": space.name, **extra, **({RUNS_KEY: runs} if runs else {})}
+    described = ({MODEL_KEY: model.to_dict()} if isinstance(model, ModelRecord)
+                 else {"space": model.definition, "space_name": model.name})
+    meta = {**described, **extra, **({RUNS_KEY: runs} if runs else {})}
     _write_atomic(run.run_json, json.dumps(meta, indent=2, default=str) + "\n")
     return run.run_json
 
@@ -121,6 +130,8 @@ def run_space(root: Path, meta: Mapping[str, Any], space: str | SearchSpace | No
         return space
     if space is not None:
         return load_space(space)
+    if MODEL_KEY in meta:
+        return run_model(root, meta).space
     if "space" in meta:
         name = str(meta.get("space_name", "space"))
         return space_from_dict(meta["space"], source=str(root / RUN_JSON), default_name=name)
@@ -180,6 +191,22 @@ class Report:
         }
 
 
+def run_model(root: Path, meta: Mapping[str, Any]) -> ModelRecord:
+    """The model record of run.json; a malformed one is a ``ResultsError`` naming the file."""
+    try:
+        return ModelRecord.from_dict(meta[MODEL_KEY], source=str(root / RUN_JSON))
+    except RaynasError as err:
+        raise ResultsError(str(err)) from None
+
+
+def run_cost_model(root: Path, meta: Mapping[str, Any], space: SearchSpace) -> CostModel:
+    """The cost model of the run's classifier: classes and channels from its record, else ``num_classes``."""
+    if MODEL_KEY in meta:
+        record = run_model(root, meta)
+        return CostModel(space, record.num_classes, record.in_channels)
+    return CostModel(space, num_classes=int(meta.get("num_classes", 10)))
+
+
 def load_report(
     root: str | os.PathLike[str],
     objectives: Sequence[str] | None = None,
@@ -198,7 +225,7 @@ def load_report(
     df = ResultStore(run.results, the_space).read().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     if df.empty:
         raise ResultsError(f"{run.results}: no result rows; run a search into {run.root} first")
-    return build_report(df, the_space, objectives, evaluator, int(meta.get("num_classes", 10)),
+    return build_report(df, the_space, objectives, evaluator, run_cost_model(run.root, meta, the_space),
                         run_id, meta.get("run_id"), reference)
 
 
@@ -207,16 +234,20 @@ def build_report(
     space: SearchSpace,
     objectives: Sequence[str] | None = None,
     evaluator: str | None = None,
-    num_classes: int = 10,
+    cost: CostModel | None = None,
     run_id: str | None = None,
     recorded_run: str | None = None,
     reference: Sequence[float] | None = None,
 ) -> Report:
-    """The report of a results table already in memory; ``reference`` overrides the fixed one."""
+    """The report of a results table already in memory; ``reference`` overrides the fixed one.
+
+    ``cost`` fills the costs rows lack and bounds the reference (default: ``space`` for 10
+    classes of 3-channel images)."""
+    cost = CostModel(space) if cost is None else cost
     chosen = choose_evaluator(df, evaluator)
     names = check_objectives(objectives) if objectives else default_objectives(chosen)
     rows = choose_run(df[df["evaluator"] == chosen], run_id, recorded_run)
-    rows, filled = fill_costs(rows, space, num_classes)
+    rows, filled = fill_costs(rows, cost)
     ok = rows[rows["status"] == "ok"]
     complete = usable_rows(ok, names)
     if complete.empty:
@@ -225,7 +256,7 @@ def build_report(
             f"status counts: {_status_counts(rows)}"
         )
     usable = complete.drop_duplicates(subset=["arch", *names])
-    box_of = _Box(space, num_classes, reference)
+    box_of = _Box(cost, reference)
     return _assemble(space, chosen, names, usable, _status_counts(rows), len(ok) - len(complete), filled, box_of)
 
 
@@ -233,12 +264,11 @@ def build_report(
 class _Box:
     """What the hypervolume's fixed reference needs besides the rows."""
 
-    space: SearchSpace
-    num_classes: int
+    cost: CostModel
     user: Sequence[float] | None
 
     def __call__(self, names: list[str], dirs: Sequence[str], values: np.ndarray) -> HypervolumeBox:
-        return hypervolume_box(names, dirs, values, self.space, self.num_classes, self.user)
+        return hypervolume_box(names, dirs, values, self.cost, self.user)
 
 
 def _assemble(space: SearchSpace, evaluator: str, names: list[str], usable: pd.DataFrame,
@@ -293,14 +323,12 @@ def default_objectives(evaluator: str) -> list[str]:
     return [quality, "flops"]
 
 
-def fill_costs(rows: pd.DataFrame, space: SearchSpace, num_classes: int) -> tuple[pd.DataFrame, int]:
+def fill_costs(rows: pd.DataFrame, cost: CostModel) -> tuple[pd.DataFrame, int]:
     """Fill missing FLOPs/params of ok rows from the analytic cost model; return the count filled."""
     need = (rows["status"] == "ok") & rows[list(COST_COLUMNS)].isna().any(axis=1)
     if not need.any():
         return rows, 0
-    from raynas.cost import CostModel
-
-    costs = CostModel(space, num_classes=num_classes).costs([space.arch(k) for k in rows.loc[need, "arch"]])
+    costs = cost.costs([cost.space.arch(k) for k in rows.loc[need, "arch"]])
     rows = rows.copy()
     for column in COST_COLUMNS:
         known = pd.Series(costs[column], index=rows.index[need], dtype="Int64")

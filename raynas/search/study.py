@@ -26,7 +26,7 @@ exact front of the feasible ones (and the next fronts, up to ``prescreen_keep``)
 ``prescreen-<run_id>.parquet`` and enqueued, so it makes the first trials, each with its row. A
 resume reads that file back and enqueues only the kept children that are no trial yet.
 
-**What optuna-dashboard shows.** The study carries the objective names (``set_metric_names``),
+**What optuna-dashboard shows.** The study carries the objective names (``SearchRunner.name_objectives``),
 every trial the user attribute ``arch`` (its canonical key), and ``record_stage`` adds the
 results of later stages (short training, final training) as study user attributes.
 """
@@ -34,10 +34,8 @@ results of later stages (short training, final training) as study user attribute
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, cast
@@ -45,23 +43,21 @@ from typing import Any, Protocol, Self, cast
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from raynas.errors import ConfigError
 from raynas.logs import Progress, get_logger
-from raynas.estimate import BNIndicator
 from raynas.results import ResultStore
 from raynas.results.folder_lock import FolderLock
 from raynas.results.fronts import pareto_layers
 from raynas.results.pareto import as_losses
-from raynas.results.report import RESULTS_DIR, read_run_metadata, write_run_metadata
-from raynas.search.costs import CheapObjectives
+from raynas.results.report import RESULTS_DIR, read_run_metadata
 from raynas.search.define import suggest_arch
 from raynas.search.journal_repair import repair_journal
-from raynas.search.objectives import CHEAP, OBJECTIVES, Constraint, parse_objectives
+from raynas.search.objectives import OBJECTIVES, Constraint, parse_objectives
 from raynas.search.pool import EvaluatorPool, PoolConfig
 from raynas.search.prescreen import (
     Prescreened,
@@ -72,36 +68,28 @@ from raynas.search.prescreen import (
     write_prescreened,
 )
 from raynas.search.run_identity import RunIdentity, check_resume, recorded_identity, space_hash
-from raynas.search.samplers import check_sampler, make_sampler, sampler_name
+from raynas.search.runner import (
+    Row,
+    ARCH_ATTR,
+    DUPLICATE,
+    Decided,
+    SearchRunner,
+    Subject,
+    configured_depth_rule,
+    duplicate_result,
+    measured,
+    objective_values,
+    plain_value,
+    records,
+)
+from raynas.search.samplers import check_sampler, sampler_name
 from raynas.space import Arch, SearchSpace
-from raynas.model_record import DataInfo
 
 logger = get_logger(__name__)
 JOURNAL_FILE = "study.journal"
-PENALTY = 0.0
-"""Value told to Optuna for the unscored objective of an infeasible child (never stored)."""
-ARCH_ATTR = "arch"
-"""Trial user attribute holding the architecture's canonical key."""
-COPIED = ("bn_score", "accuracy", "split", "top5", "loss", "calib_images")
-"""Measured columns a ``duplicate`` row copies from the row that evaluated its architecture."""
-DUPLICATE = "duplicate"
 POPULATION_SAMPLERS = ("nsga2", "nsga3")
 """Named samplers that use ``SearchConfig.population``."""
 ACCURACY_EVALUATORS = ("calibrate", "proxy")
-
-
-class Subject(Protocol):
-    """What a search runs over: a trained checkpoint (``LoadedCheckpoint``), or a proxy setting
-    (``raynas.bpe.search_evaluator.ProxySubject``). Rows carry its ``checkpoint_id``."""
-
-    @property
-    def space(self) -> SearchSpace: ...
-    @property
-    def data(self) -> DataInfo: ...
-    @property
-    def checkpoint_id(self) -> str: ...
-    @property
-    def path(self) -> Path | None: ...
 
 
 class AccuracyScorer(Protocol):
@@ -110,7 +98,7 @@ class AccuracyScorer(Protocol):
 
     @property
     def config(self) -> PoolConfig: ...
-    def evaluate(self, archs: list[Arch]) -> list[dict[str, Any]]: ...
+    def evaluate(self, archs: list[Arch]) -> list[Row]: ...
 
 
 Scorer = EvaluatorPool | AccuracyScorer
@@ -168,7 +156,7 @@ class SearchResult:
     out_dir: Path
     study: optuna.Study
     store: ResultStore
-    calibrated: list[dict[str, Any]] = field(default_factory=list)
+    calibrated: list[Row] = field(default_factory=list)
 
 
 class Search:
@@ -181,15 +169,12 @@ class Search:
 
     def __init__(self, checkpoint: Subject, pool: Scorer, out_dir: str | os.PathLike[str],
                  config: SearchConfig, latency_table: Any = None) -> None:
-        if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
-            raise ConfigError("latency_ms needs a latency table: pass --latency-table FILE or measure one")
+        self.runner = SearchRunner(checkpoint, config, pool.config, latency_table)
         self.checkpoint, self.pool, self.config = checkpoint, pool, config
         self.space = checkpoint.space
         self.out_dir = Path(out_dir)
         self.store = ResultStore(self.out_dir / RESULTS_DIR, self.space)
-        self.cheap = CheapObjectives(self.space, checkpoint.data.num_classes, checkpoint.data.in_channels, latency_table)
-        check_satisfiable(self.cheap, config.parsed_constraints)
-        self.evaluated: dict[str, dict[str, Any]] = {}
+        self.evaluated: dict[str, Row] = {}
         """Architecture key -> the measured columns of its ``ok`` row (what a duplicate copies)."""
         self._lock = FolderLock(self.out_dir).acquire()
         try:
@@ -202,20 +187,18 @@ class Search:
         """Under the folder's lock: check the identity, repair a torn journal, open the study, record run.json."""
         self.identity = check_folder(self.out_dir, self.checkpoint, self.config, self.pool.config)
         repair_journal(self.out_dir / JOURNAL_FILE)
-        config = self.config
-        directions = [OBJECTIVES[o].optuna_direction for o in config.objectives]
+        runner, run_id = self.runner, self.config.run_id
         # Ask/tell runs on an in-memory study; each finished batch is then appended to the journal
         # in one go. Writing the journal per suggested parameter costs a file sync each, about
         # 140 ms per trial on a 49-dimension space, far more than a BN score.
-        self.study = optuna.create_study(study_name=config.run_id, directions=directions,
-                                         sampler=make_sampler(config.sampler, config.seed, config.population))
+        self.study = optuna.create_study(study_name=run_id, directions=runner.directions, sampler=runner.sampler())
         self.journal = optuna.create_study(
-            study_name=config.run_id, storage=JournalStorage(JournalFileBackend(str(self.out_dir / JOURNAL_FILE))),
-            directions=directions, load_if_exists=True,
+            study_name=run_id, storage=JournalStorage(JournalFileBackend(str(self.out_dir / JOURNAL_FILE))),
+            directions=runner.directions, load_if_exists=True,
         )
         for study in (self.study, self.journal):
-            set_metric_names(study, config.objectives)
-        self._write_run_file()
+            runner.name_objectives(study)
+        runner.write_run_file(self.out_dir, runs={run_id: self.identity.to_dict()})
 
     @property
     def actors(self) -> EvaluatorPool:
@@ -274,10 +257,10 @@ class Search:
         stored = self._own_rows(self.store.to_pandas())
         if len(stored):
             stored = stored[stored["evaluator"] == self.config.evaluator]
-            for row in stored[stored["status"] == "ok"].sort_values("trial").to_dict("records"):
+            for row in records(stored[stored["status"] == "ok"].sort_values("trial")):
                 self.evaluated.setdefault(row["arch"], measured(row))
             missing = [self._frozen(row) for row in
-                       stored[stored["trial"] >= len(persisted)].sort_values("trial").to_dict("records")]
+                       records(stored[stored["trial"] >= len(persisted)].sort_values("trial"))]
             self.study.add_trials(missing)
             self.journal.add_trials(missing)
 
@@ -312,7 +295,7 @@ class Search:
             return kept
         config = self.config
         score = self.actors.score_matrix if "bn_score" in config.objectives else None
-        kept = prescreen(self.space, self.cheap, score, config.prescreen, objectives=config.objectives,
+        kept = prescreen(self.space, self.runner.cheap, score, config.prescreen, objectives=config.objectives,
                          constraints=config.parsed_constraints, seed=config.seed, keep=config.prescreen_keep)
         write_prescreened(path, kept, settings)
         if progress:
@@ -325,17 +308,18 @@ class Search:
         return {"run_id": config.run_id, "checkpoint_id": self.checkpoint.checkpoint_id,
                 "samples": config.prescreen, "keep": config.prescreen_keep, "seed": config.seed,
                 "objectives": list(config.objectives), "constraints": [str(c) for c in config.parsed_constraints],
-                "depth_rule": pool_depth_rule(self.pool) if "bn_score" in config.objectives else None}
+                "depth_rule": self.runner.depth_rule if "bn_score" in config.objectives else None}
 
     def _own_rows(self, table: pd.DataFrame) -> pd.DataFrame:
         """The rows of this search: a folder may hold other searches' (other run ids or checkpoints)."""
         return table[(table["run_id"] == self.config.run_id) & (table["checkpoint_id"] == self.checkpoint.checkpoint_id)]
 
-    def _frozen(self, row: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    def _frozen(self, row: Row) -> optuna.trial.FrozenTrial:
         """The finished trial a stored row stands for (a ``duplicate`` row holds copied values)."""
         arch = self.space.arch(row["arch"])
         params = {name: arch[name] for name in arch}
-        distributions = {d.name: CategoricalDistribution(list(d.choices)) for d in self.space.dims if d.name in arch}
+        distributions: dict[str, BaseDistribution] = {
+            d.name: CategoricalDistribution(list(d.choices)) for d in self.space.dims if d.name in arch}
         constraints = {f"constraints:{c}": c.violation(float(row[c.name])) for c in self.config.parsed_constraints}
         attrs = {ARCH_ATTR: row["arch"]}
         if row["status"] == "failed":
@@ -345,48 +329,37 @@ class Search:
                                          user_attrs=attrs, values=objective_values(self.config, row))
 
     def _evaluate(self, batch: list[tuple[optuna.trial.Trial, Arch]]) -> None:
-        started = time.time()
-        archs = [arch for _, arch in batch]
-        keys = [self.space.key(arch) for arch in archs]
-        cheap = self.cheap(archs)
-        violations = [[c.violation(float(cheap[c.name][i])) for c in self.config.parsed_constraints] for i in range(len(archs))]
-        feasible = [all(x <= 0 for x in v) for v in violations]
+        """Decide, score the feasible architectures not evaluated yet, write one row per trial, tell Optuna."""
+        decided = self.runner.decide([trial for trial, _ in batch], [arch for _, arch in batch])
         first: dict[str, int] = {}  # key -> the trial of this batch that evaluates it
-        for i, key in enumerate(keys):
-            if feasible[i] and key not in self.evaluated:
-                first.setdefault(key, i)
-        scored = dict(zip(first, self._score([archs[i] for i in first.values()])))
+        for i, d in enumerate(decided):
+            if d.feasible and d.arch not in self.evaluated:
+                first.setdefault(d.arch, i)
+        scored = dict(zip(first, self._score([batch[i][1] for i in first.values()])))
         for key, result in scored.items():
             if result["status"] == "ok":
                 self.evaluated[key] = measured(result)
-        rows = []
-        for i, (trial, _) in enumerate(batch):
-            key = keys[i]
-            for c, v in zip(self.config.parsed_constraints, violations[i]):
-                trial.set_constraint(str(c), v)
-            trial.set_user_attr(ARCH_ATTR, key)
-            if not feasible[i]:
-                result = {"status": "infeasible"}
-            elif first.get(key) == i:
-                result = scored[key]
-            else:
-                result = self._duplicate(key, batch[first[key]][0].number if key in first else None)
-            rows.append(evaluation_row(self.config, self.checkpoint.checkpoint_id, trial.number, key,
-                                       started, {k: v[i] for k, v in cheap.items()}, result))
+        rows = [self.runner.row(d, self._result(d, i, first, scored, decided)) for i, d in enumerate(decided)]
         self.store.write_batch(rows)
         for (trial, _), row in zip(batch, rows):
             self._tell(trial, row)
         finished = self.study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
         self.journal.add_trials([finished[trial.number] for trial, _ in batch])
 
-    def _duplicate(self, key: str, original: int | None) -> dict[str, Any]:
-        """The result of a trial whose architecture was evaluated already (by ``original`` if in this batch)."""
-        if key in self.evaluated:
-            return {"status": DUPLICATE, **self.evaluated[key]}
+    def _result(self, d: Decided, i: int, first: dict[str, int], scored: dict[str, Row],
+                decided: list[Decided]) -> Row:
+        """Trial ``i``'s result: infeasible, its own evaluation, or a copy of its architecture's."""
+        if not d.feasible:
+            return {"status": "infeasible"}
+        if first.get(d.arch) == i:
+            return scored[d.arch]
+        if d.arch in self.evaluated:
+            return duplicate_result(self.evaluated[d.arch])
+        original = decided[first[d.arch]].trial if d.arch in first else None
         return {"status": "failed", "error": f"same architecture as trial {original} of this batch, "
                                               f"whose evaluation failed"}
 
-    def _score(self, archs: list[Arch]) -> list[dict[str, Any]]:
+    def _score(self, archs: list[Arch]) -> list[Row]:
         if not archs:
             return []
         evaluator = self.config.evaluator
@@ -400,14 +373,14 @@ class Search:
             return [{"status": "ok"} for _ in archs]
         return [{k: v for k, v in r.items() if k != "arch"} for r in rows]
 
-    def _tell(self, trial: optuna.trial.Trial, row: dict[str, Any]) -> None:
+    def _tell(self, trial: optuna.trial.Trial, row: Row) -> None:
         if row["status"] == "failed":
             self.study.tell(trial, state=TrialState.FAIL)
         else:
-            self.study.tell(trial, objective_values(self.config, row))
+            self.study.tell(trial, self.runner.told_values(row))
 
     # --- coarse to fine -----------------------------------------------------------------
-    def _calibrate_top_k(self) -> list[dict[str, Any]]:
+    def _calibrate_top_k(self) -> list[Row]:
         """BigNAS-style second stage: calibrate the top K of the BN-score stage by Pareto rank."""
         table = self._own_rows(self.store.to_pandas())
         scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")].drop_duplicates("arch")
@@ -430,15 +403,7 @@ class Search:
             self.store.write_batch(rows)
         table = self._own_rows(self.store.to_pandas())
         calibrated = table[(table["evaluator"] == "calibrate") & table["trial"].isin(chosen["trial"])]
-        return calibrated.sort_values("accuracy", ascending=False).to_dict("records")
-
-    def _write_run_file(self) -> None:
-        """``run.json``: what the report needs, and this search's identity, which the next resume must match."""
-        write_run_metadata(self.out_dir, self.space, run_id=self.config.run_id, checkpoint=None if self.checkpoint.path is None else str(self.checkpoint.path),
-                           checkpoint_id=self.checkpoint.checkpoint_id,
-                           search={**self.config.describe(), "depth_rule": pool_depth_rule(self.pool)},
-                           data=self.checkpoint.data.to_dict(), num_classes=self.checkpoint.data.num_classes,
-                           runs={self.config.run_id: self.identity.to_dict()})
+        return records(calibrated.sort_values("accuracy", ascending=False))
 
 
 def check_folder(out_dir: str | os.PathLike[str], checkpoint: Subject, config: SearchConfig,
@@ -449,7 +414,7 @@ def check_folder(out_dir: str | os.PathLike[str], checkpoint: Subject, config: S
     """
     identity = search_identity(config, checkpoint, pool_config)
     store = ResultStore(Path(out_dir) / RESULTS_DIR, checkpoint.space)
-    check_resume(out_dir, config.run_id, recorded_identity(read_run_metadata(out_dir), config.run_id, store), identity)
+    check_resume(Path(out_dir), config.run_id, recorded_identity(read_run_metadata(out_dir), config.run_id, store), identity)
     return identity
 
 
@@ -471,67 +436,9 @@ def search_identity(config: SearchConfig, checkpoint: Subject, pool_config: Pool
     )
 
 
-def check_satisfiable(cheap: CheapObjectives, constraints: tuple[Constraint, ...]) -> None:
-    """Refuse constraints that no child can meet (costs grow with every choice)."""
-    space = cheap.space
-    ends = cheap([space.min(), space.max()])
-    for c in constraints:
-        best = float(ends[c.name].min() if c.op == "<=" else ends[c.name].max())
-        if c.violation(best) > 0:
-            extreme = "smallest" if c.op == "<=" else "largest"
-            raise ConfigError(f"constraint {c} cannot be met: the {extreme} child of {space.name} has "
-                              f"{c.name}={best:,.6g}")
-
-
-def evaluation_row(config: SearchConfig, checkpoint_id: str, trial: int, arch_key: str, started: float,
-                   cheap: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """The Parquet row of one evaluated (or infeasible, or failed) trial."""
-    return {"run_id": config.run_id, "trial": trial, "arch": arch_key, "evaluator": config.evaluator,
-            "checkpoint_id": checkpoint_id, "sampler": sampler_name(config.sampler), "seed": config.seed,
-            "started_at": started, **{k: plain_value(v) for k, v in cheap.items()}, **result,
-            "finished_at": time.time()}
-
-
-def objective_values(config: SearchConfig, row: dict[str, Any]) -> list[float]:
-    """What Optuna is told: the row's objectives, with ``PENALTY`` where an infeasible row has none."""
-    return [PENALTY if row["status"] == "infeasible" and name not in CHEAP else float(row[name])
-            for name in config.objectives]
-
-
 def pareto_ranks(values: np.ndarray, directions: list[str]) -> np.ndarray:
     """Non-dominated sorting: rank 0 is the Pareto front, rank 1 the front of the rest, ..."""
     return pareto_layers(as_losses(values, directions), keep=len(values))
-
-
-def set_metric_names(study: optuna.Study, objectives: tuple[str, ...]) -> None:
-    """Name the study's objectives (optuna-dashboard labels its plots with them)."""
-    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(objectives))
-
-
-def pool_depth_rule(pool: Scorer) -> str:
-    """The depth rule the pool's BN indicator scores with (recorded in ``run.json``)."""
-    return configured_depth_rule(pool.config)
-
-
-def configured_depth_rule(pool_config: PoolConfig) -> str:
-    """The depth rule a pool of this configuration scores with."""
-    return str(pool_config.indicator.get("depth_rule", BNIndicator().depth_rule))
-
-
-def measured(row: dict[str, Any]) -> dict[str, Any]:
-    """The ``COPIED`` columns of an evaluated row that hold a value."""
-    values = {k: plain_value(row.get(k)) for k in COPIED}
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def plain_value(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def search(checkpoint: Subject, pool: Scorer, out_dir: str | os.PathLike[str],
@@ -544,7 +451,7 @@ def search(checkpoint: Subject, pool: Scorer, out_dir: str | os.PathLike[str],
 STAGE_SEPARATOR = ":"
 
 
-def record_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str, rows: list[dict[str, Any]]) -> None:
+def record_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str, rows: list[Row]) -> None:
     """Record the results of a later stage (short training, final training, ...) in the run's study.
 
     Each row is stored as one study user attribute named ``"{stage}:{arch}"`` whose value is
@@ -573,7 +480,7 @@ def record_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str, rows:
         study.set_user_attr(name, value)
 
 
-def read_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str) -> list[dict[str, Any]]:
+def read_stage(out_dir: str | os.PathLike[str], run_id: str, stage: str) -> list[Row]:
     """The rows ``record_stage`` stored for ``stage``, each with its ``arch``, in recording order."""
     prefix = f"{stage}{STAGE_SEPARATOR}"
     attrs = _load_journal_study(out_dir, run_id).user_attrs

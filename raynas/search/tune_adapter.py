@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,28 +48,15 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from raynas.checkpoint import LoadedCheckpoint
 from raynas.errors import ConfigError
 from raynas.results import ResultStore, result_schema
-from raynas.results.report import write_run_metadata
-from raynas.search.costs import CheapObjectives
+from raynas.results.report import RESULTS_DIR
 from raynas.search.define import suggest_arch
-from raynas.search.objectives import CHEAP, OBJECTIVES
+from raynas.search.objectives import OBJECTIVES
 from raynas.search.pool import EvaluatorPool
-from raynas.search.samplers import make_sampler
-from raynas.search.study import (
-    ARCH_ATTR,
-    COPIED,
-    DUPLICATE,
-    PENALTY,
-    RESULTS_DIR,
-    SearchConfig,
-    check_satisfiable,
-    evaluation_row,
-    pool_depth_rule,
-    set_metric_names,
-)
-from raynas.search.study import plain_value as _plain
-from raynas.checkpoint import LoadedCheckpoint
+from raynas.search.runner import Decided, Row, SearchRunner, duplicate_result, penalties
+from raynas.search.study import SearchConfig
 
 PER_TRIAL = ("architecture",)
 INFO = "raynas"
@@ -91,23 +77,14 @@ class TuneSearchResult:
 
 
 class DefineArch:
-    """The define-by-run space: suggest an architecture, compute its cheap objectives, constrain."""
+    """The define-by-run space: suggest an architecture, then the runner decides the trial."""
 
-    def __init__(self, cheap: CheapObjectives, config: SearchConfig) -> None:
-        self.cheap, self.config = cheap, config
+    def __init__(self, runner: SearchRunner) -> None:
+        self.runner = runner
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        space = self.cheap.space
-        arch = suggest_arch(trial, space)
-        cheap = {k: _plain(v[0]) for k, v in self.cheap([arch]).items()}
-        trial.set_user_attr(ARCH_ATTR, space.key(arch))
-        feasible = True
-        for c in self.config.parsed_constraints:
-            violation = c.violation(float(cheap[c.name]))
-            trial.set_constraint(str(c), violation)
-            feasible = feasible and violation <= 0
-        return {INFO: {"trial": trial.number, "arch": space.key(arch), "cheap": cheap, "feasible": feasible,
-                       "suggested_at": time.time()}}
+        decided = self.runner.decide([trial], [suggest_arch(trial, self.runner.space)])[0]
+        return {INFO: decided.to_dict()}
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
@@ -122,9 +99,9 @@ class EvaluateOnce:
 
     def __init__(self, actors: list[Any], method: str | None) -> None:
         self.actors, self.method = actors, method
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, asyncio.Future[Row]] = {}
 
-    async def evaluate(self, key: str, trial: int) -> tuple[dict[str, Any], bool]:
+    async def evaluate(self, key: str, trial: int) -> tuple[Row, bool]:
         first = key not in self.results
         if first:
             self.results[key] = asyncio.ensure_future(self._run(key, trial))
@@ -138,13 +115,13 @@ class EvaluateOnce:
             self._forget(key, pending)
         return row, first
 
-    async def _run(self, key: str, trial: int) -> dict[str, Any]:
+    async def _run(self, key: str, trial: int) -> Row:
         if self.method is None:
             return {"status": "ok"}
         actor = self.actors[trial % len(self.actors)]
         return (await getattr(actor, self.method).remote([key]))[0]
 
-    def _forget(self, key: str, pending: Any) -> None:
+    def _forget(self, key: str, pending: asyncio.Future[Row]) -> None:
         if self.results.get(key) is pending:
             del self.results[key]
 
@@ -155,50 +132,41 @@ EVALUATOR_METHODS = {"bn_score": "score", "calibrate": "calibrate_and_evaluate",
 
 def evaluate_trial(config: dict[str, Any], once: Any, objectives: Sequence[str]) -> None:
     """The Tune trainable: one architecture, evaluated once per key, every objective reported."""
-    info = config[INFO]
-    started = time.time()
-    if not info["feasible"]:
-        result: dict[str, Any] = {"status": "infeasible"}
+    decided = Decided(**config[INFO])
+    if not decided.feasible:
+        result: Row = {"status": "infeasible"}
     else:
-        row, first = ray.get(once.evaluate.remote(info["arch"], info["trial"]))
+        row, first = ray.get(once.evaluate.remote(decided.arch, decided.trial))
         if row["status"] == "failed":
             raise EvaluationFailed(row.get("error") or "the evaluator returned a failed row")
         result = {k: v for k, v in row.items() if k not in ("arch", "evaluator")}
         if not first:
-            result = {"status": DUPLICATE, **{k: result[k] for k in COPIED if result.get(k) is not None}}
-    penalties = {o: PENALTY for o in objectives if o not in CHEAP and result.get(o) is None}
-    tune.report({**info["cheap"], **penalties, **result, "started_at": started, "finished_at": time.time()})
+            result = duplicate_result(result)
+    tune.report({**decided.cheap, **penalties(objectives, result), **result})
 
 
 class RowWriter(tune.Callback):
     """Driver-side: one ``search``-style row per finished trial, written in closed batches."""
 
-    def __init__(self, store: ResultStore, checkpoint: LoadedCheckpoint, config: SearchConfig) -> None:
-        self.store, self.config = store, config
+    def __init__(self, store: ResultStore, runner: SearchRunner) -> None:
+        self.store, self.runner = store, runner
         self.columns = set(result_schema(store.space).names)
-        self.checkpoint_id = checkpoint.checkpoint_id
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[Row] = []
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result
-        row = {k: _plain(v) for k, v in result.items() if k in self.columns}
-        if row.get("status") == "infeasible":
-            row = {k: v for k, v in row.items() if k not in OBJECTIVES or k in CHEAP}
-        self._add(trial, row)
+        self._add(trial, {k: v for k, v in trial.last_result.items() if k in self.columns})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         path = Path(trial.error_file) if trial.error_file else None  # the driver's copy, synced later
         error = path.read_text().strip() if path and path.is_file() else "the trial errored; see Tune's logs"
-        self._add(trial, {"status": "failed", "error": error[-2000:], "finished_at": time.time()})
+        self._add(trial, {"status": "failed", "error": error[-2000:]})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush()
 
-    def _add(self, trial: Any, row: dict[str, Any]) -> None:
-        decided = trial.config[INFO]
-        self.rows.append(evaluation_row(self.config, self.checkpoint_id, decided["trial"], decided["arch"],
-                                        decided["suggested_at"], decided["cheap"], row))
-        if len(self.rows) >= self.config.batch_size:
+    def _add(self, trial: Any, result: Row) -> None:
+        self.rows.append(self.runner.row(Decided(**trial.config[INFO]), result))
+        if len(self.rows) >= self.runner.config.batch_size:
             self.flush()
 
     def flush(self) -> None:
@@ -227,39 +195,32 @@ def tune_search(
     if per_trial not in PER_TRIAL:
         raise ConfigError(f"per_trial must be one of {list(PER_TRIAL)} (OptunaSearch hands out one "
                           f"configuration per trial), got {per_trial!r}")
-    if "latency_ms" in config.objectives + tuple(c.name for c in config.parsed_constraints) and latency_table is None:
-        raise ConfigError("latency_ms needs a latency table: pass latency_table")
     if config.evaluator not in EVALUATOR_METHODS:
         raise ConfigError(f"the Tune adapter evaluates on the actor pool ({sorted(EVALUATOR_METHODS)}); the "
                           f"{config.evaluator} evaluator runs with the ask/tell search (raynas.search.search)")
     if config.prescreen:
         raise ConfigError(f"the Tune adapter has no prescreen (got prescreen={config.prescreen}); "
                           "run the ask/tell search (raynas.search.search, `raynas search --prescreen N`)")
+    runner = SearchRunner(checkpoint, config, pool.config, latency_table)
     concurrent = max_concurrent or 2 * len(pool.actors)
     _check_trial_resources(trial_cpus, concurrent)
     out = _fresh_dir(Path(out_dir).resolve(), config.run_id)
     storage = optuna.storages.InMemoryStorage()  # Tune keeps the searcher's state; a journal costs ms per parameter
-    space = checkpoint.space
-    store = ResultStore(out / RESULTS_DIR, space)
-    cheap = CheapObjectives(space, checkpoint.data.num_classes, checkpoint.data.in_channels, latency_table)
-    check_satisfiable(cheap, config.parsed_constraints)
-    write_run_metadata(out, space, run_id=config.run_id, engine="ray.tune", checkpoint=str(checkpoint.path),
-                       checkpoint_id=checkpoint.checkpoint_id,
-                       search={**config.describe(), "depth_rule": pool_depth_rule(pool)},
-                       data=checkpoint.data.to_dict(), num_classes=checkpoint.data.num_classes)
+    store = ResultStore(out / RESULTS_DIR, runner.space)
+    runner.write_run_file(out, engine="ray.tune")
     searcher = OptunaSearch(
-        space=DefineArch(cheap, config), metric=list(config.objectives),
+        space=DefineArch(runner), metric=list(config.objectives),
         mode=[OBJECTIVES[o].direction for o in config.objectives],
-        sampler=make_sampler(config.sampler, config.seed, config.population),
+        sampler=runner.sampler(),
         study_name=config.run_id, storage=storage,
     )
-    set_metric_names(optuna.load_study(study_name=config.run_id, storage=storage), config.objectives)
+    runner.name_objectives(optuna.load_study(study_name=config.run_id, storage=storage))
     once = EvaluateOnce.remote(list(pool.actors), EVALUATOR_METHODS[config.evaluator])
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, once=once, objectives=list(config.objectives)),
         {"cpu": trial_cpus},
     )
-    writer = RowWriter(store, checkpoint, config)
+    writer = RowWriter(store, runner)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.trials,

@@ -298,3 +298,30 @@ def test_report_of_a_folder_with_two_searches_keeps_one_searchs_rows(tmp_path, t
     assert main(["report", str(root), "--space", "tiny", "--run-id", "run-3"]) == 2
     assert "no rows of search 'run-3'" in capsys.readouterr().err
     assert main(["report", str(root), "--space", "tiny", "--run-id", "run-2"]) == 0
+
+
+# --- run.json holds the model record ------------------------------------------------------------
+def test_report_reads_the_space_and_classes_from_the_model_record_in_run_json(tmp_path, tiny):
+    from raynas.model_record import DataInfo, ModelRecord
+
+    rows = calibrate_rows(tiny)
+    for row in rows:
+        row.pop("params", None)  # costs the rows lack come from the record's space and classes
+    root = write_run(tmp_path, tiny, rows, with_meta=False)
+    record = ModelRecord.of(tiny, DataInfo("digits", 3, 1, 8, (0.5,), (0.25,), hflip=False))
+    write_run_metadata(root, record, run_id="run-1")
+    meta = json.loads((root / "run.json").read_text())
+    assert meta["model"] == record.to_dict() and "space" not in meta  # the space is stored once, in the record
+
+    report = load_report(root, objectives=["accuracy", "params"])
+    assert report.space.definition == tiny.definition
+    expected = CostModel(tiny, 3, 1).costs([tiny.arch(a) for a in report.rows["arch"]])["params"]
+    assert report.rows["params"].tolist() == expected.tolist()  # filled in for 3 classes, not the default 10
+
+
+def test_a_malformed_model_record_in_run_json_is_a_clear_error(tmp_path, tiny, capsys):
+    root = write_run(tmp_path, tiny, calibrate_rows(tiny, n=10), with_meta=False)
+    (root / "run.json").write_text(json.dumps({"model": {"space": tiny.definition, "space_name": "tiny"}}))
+    assert main(["report", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and "model lacks key(s) ['data', 'bn_layout']" in err

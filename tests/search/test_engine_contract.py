@@ -1,6 +1,9 @@
 """One contract for both search engines: the ask/tell loop (`search`) and the Ray Tune adapter
-(`tune_search`) run the same trials from the same seed, each trial ends with exactly one row, and
-the rows say the same."""
+(`tune_search`) run through one `SearchRunner`: the same trials from the same seed, each trial
+ends with exactly one row, the rows say the same, and `run.json` records the same model and
+search."""
+
+import json
 
 import pytest
 
@@ -13,6 +16,7 @@ COLUMNS = ["trial", "arch", "flops", "params", "bn_score"]
 
 
 def run(engine, trained, pool, out, seed):
+    """The engine's rows, sorted by trial; its run.json is in ``out``."""
     config = SearchConfig(objectives=("bn_score", "flops"), constraints=(f"flops<={LIMIT:g}",), sampler="random",
                           trials=8, batch_size=4, seed=seed, top_k=0, run_id="contract")
     if engine == "ask/tell":
@@ -23,9 +27,15 @@ def run(engine, trained, pool, out, seed):
 
 
 @pytest.fixture(scope="module")
-def rows(trained, pool, tmp_path_factory):
-    return {(engine, seed, again): run(engine, trained, pool, tmp_path_factory.mktemp("r"), seed)
+def folders(trained, pool, tmp_path_factory):
+    return {(engine, seed, again): tmp_path_factory.mktemp("r")
             for engine in ("ask/tell", "tune") for seed, again in ((0, 0), (0, 1), (1, 0))}
+
+
+@pytest.fixture(scope="module")
+def rows(trained, pool, folders):
+    return {(engine, seed, again): run(engine, trained, pool, out, seed)
+            for (engine, seed, again), out in folders.items()}
 
 
 @pytest.mark.parametrize("engine", ["ask/tell", "tune"])
@@ -42,6 +52,20 @@ def test_one_row_per_trial_and_same_seed_same_rows(rows, engine):
 
 def test_both_engines_run_the_same_trials(rows):
     assert rows[("ask/tell", 0, 0)][COLUMNS].equals(rows[("tune", 0, 0)][COLUMNS])
+
+
+def test_both_engines_record_the_same_model_and_search(rows, folders, trained):
+    ask_tell, tune = (json.loads((folders[(engine, 0, 0)] / "run.json").read_text()) for engine in ("ask/tell", "tune"))
+    assert ask_tell["model"] == tune["model"] == trained.model.to_dict()
+    assert ask_tell["search"] == tune["search"] and ask_tell["checkpoint_id"] == tune["checkpoint_id"]
+    assert tune["engine"] == "ray.tune" and "space" not in tune  # the space lives in the record, once
+
+
+def test_infeasible_rows_keep_no_score_in_either_engine(rows):
+    for engine in ("ask/tell", "tune"):
+        table = rows[(engine, 0, 0)]
+        infeasible = table[table["status"] == "infeasible"]
+        assert len(infeasible) and infeasible["bn_score"].isna().all()  # the PENALTY told to Optuna is not stored
 
 
 def test_the_tune_adapter_refuses_the_proxy_evaluator(trained, pool, tmp_path):
