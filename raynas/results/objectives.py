@@ -30,6 +30,8 @@ class Objective:
     """Computed from the architecture alone (analytic or a lookup table), before any scoring."""
     searchable: bool = True
     """May be an objective of a search (not only a report column)."""
+    integral: bool = False
+    """Counted, not measured: an int64 column in the Parquet schema (else float64)."""
 
     @property
     def optuna_direction(self) -> Literal["maximize", "minimize"]:
@@ -50,8 +52,8 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("bn_score", "max", "BN score", "sum of mean |gamma|"),
     Objective("accuracy", "max", "top-1 accuracy", "%", 100.0),
     Objective("top5", "max", "top-5 accuracy", "%", 100.0, searchable=False),
-    Objective("flops", "min", "FLOPs", "M MACs", 1e-6, cheap=True),
-    Objective("params", "min", "params", "M", 1e-6, cheap=True),
+    Objective("flops", "min", "FLOPs", "M MACs", 1e-6, cheap=True, integral=True),
+    Objective("params", "min", "params", "M", 1e-6, cheap=True, integral=True),
     Objective("latency_ms", "min", "latency", "ms", cheap=True),
     Objective("loss", "min", "loss", "cross-entropy", searchable=False),
 )}

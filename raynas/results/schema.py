@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from raynas.errors import RaynasError, ResultsError
+from raynas.results.objectives import OBJECTIVES
 from raynas.space import Arch, SearchSpace
 
 SCHEMA_VERSION = 2
@@ -28,20 +29,26 @@ SPLITS = ("val", "test", "calib", "train")
 """Which images an accuracy was measured on (the ``split`` column)."""
 KEY_COLUMNS = ("run_id", "trial", "evaluator")
 
+
+def objective_field(name: str) -> pa.Field:
+    """The column of objective ``name``, typed from its record (counts are int64, measures float64)."""
+    return pa.field(name, pa.int64() if OBJECTIVES[name].integral else pa.float64())
+
+
 FIXED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("trial", pa.int64(), nullable=False),
     pa.field("arch", pa.string(), nullable=False),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
-    pa.field("bn_score", pa.float64()),
-    pa.field("accuracy", pa.float64()),
+    objective_field("bn_score"),
+    objective_field("accuracy"),
     pa.field("split", pa.string()),  # which images ``accuracy`` comes from: see SPLITS
-    pa.field("top5", pa.float64()),
-    pa.field("loss", pa.float64()),
-    pa.field("flops", pa.int64()),
-    pa.field("params", pa.int64()),
-    pa.field("latency_ms", pa.float64()),
+    objective_field("top5"),
+    objective_field("loss"),
+    objective_field("flops"),
+    objective_field("params"),
+    objective_field("latency_ms"),
     pa.field("evaluator", pa.string(), nullable=False),
     pa.field("calib_images", pa.int64()),
     pa.field("checkpoint_id", pa.string()),

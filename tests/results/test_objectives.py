@@ -20,6 +20,18 @@ def test_every_layer_reads_the_same_record():
     assert directions_of(["accuracy", "flops"]) == ["max", "min"] and objective("latency_ms").unit == "ms"
 
 
+def test_the_parquet_schema_has_one_column_per_objective_typed_from_its_record():
+    import pyarrow as pa
+
+    from raynas.results.schema import result_schema
+    from raynas.space import load_space
+
+    schema = result_schema(load_space("tiny"))
+    for name, o in OBJECTIVES.items():
+        assert schema.field(name).type == (pa.int64() if o.integral else pa.float64()), name
+    assert [name for name, o in OBJECTIVES.items() if o.integral] == ["flops", "params"]
+
+
 def test_unknown_or_repeated_names_are_refused_with_the_valid_ones():
     with pytest.raises(ResultsError, match="unknown objective 'macs'; valid objectives: bn_score, accuracy"):
         check_objectives(["macs"])
