@@ -52,6 +52,7 @@ def test_calibrate_search_report_export(tiny_checkpoint, tmp_path, capsys):
     assert main(["calibrate", str(tiny_checkpoint), "--sample", "3", "--calib-images", "64", "--out", str(out)]) == 0
     table = pd.read_parquet(out)
     assert (table["calib_images"] == 64).all() and table["accuracy"].between(0, 1).all()
+    assert "[raynas] calibrated 3/3" in capsys.readouterr().out  # the progress line's last update
     run = tmp_path / "search"
     assert main(["search", str(tiny_checkpoint), "--objectives", "bn_score,flops", "--constraint", "flops<=5e5",
                  "--trials", "60", "--search-batch", "30", "--top-k", "3", "--calib-images", "64",

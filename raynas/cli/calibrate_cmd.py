@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from raynas.cli.common import add_address, positive_float, positive_int
 from raynas.cli.estimate_common import add_arch_selection, checkpoint_data, common_fields, select_archs, write_rows
@@ -12,9 +13,13 @@ from raynas.estimate.calibration import CalibrationConfig
 from raynas.ray_env import ensure_ray
 from raynas.search import EvaluatorPool, PoolConfig
 from raynas.search.recipes import resolve_depth_rule
-from raynas.space import SearchSpace
+from raynas.space import Arch, SearchSpace
 from raynas.train import load_checkpoint
-from raynas.logs import get_logger
+from raynas.logs import Progress, get_logger
+
+CALIBRATION_BATCH = 4
+"""Architectures per actor call: a round of one call per actor ends with a progress line."""
+logger = get_logger(__name__)
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -44,16 +49,26 @@ def pool_config(args: argparse.Namespace, seed: int, space: SearchSpace | None =
                       indicator={} if depth_rule is None else {"depth_rule": depth_rule})
 
 
+def calibrate_with_progress(pool: EvaluatorPool, archs: list[Arch]) -> list[dict[str, Any]]:
+    """``pool.calibrate_and_evaluate`` in rounds of one batch per actor, a progress line after each."""
+    step = CALIBRATION_BATCH * len(pool.actors)
+    shown = Progress(logger, "calibrated", len(archs), "archs")
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(archs), step):
+        results += pool.calibrate_and_evaluate(archs[start:start + step], batch_size=CALIBRATION_BATCH)
+        shown.update(len(results))
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)  # every input is read before Ray starts, so bad ones fail fast
     space = checkpoint.space
     archs = select_archs(args, space)
     data = checkpoint_data(checkpoint, args.data)
     ensure_ray(args.address)
-    get_logger(__name__).info(f"calibrating {len(archs)} architecture(s) on {args.actors} actor(s), "
-                              f"{args.calib_images} images each")
+    logger.info(f"calibrating {len(archs)} architecture(s) on {args.actors} actor(s), {args.calib_images} images each")
     with EvaluatorPool(checkpoint, data, pool_config(args, args.seed)) as pool:
-        results = pool.calibrate_and_evaluate(archs)
+        results = calibrate_with_progress(pool, archs)
     costs = CostModel(space, checkpoint.data.num_classes, checkpoint.data.in_channels).costs(archs)
     base = common_fields(checkpoint, "calibrate", args.seed)
     rows = [{**base, **result, "trial": i, "flops": int(costs["flops"][i]), "params": int(costs["params"][i])}
