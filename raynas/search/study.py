@@ -69,21 +69,19 @@ from raynas.search.prescreen import (
 )
 from raynas.search.run_identity import RunIdentity, check_resume, recorded_identity, space_hash
 from raynas.search.runner import (
-    Row,
     ARCH_ATTR,
-    DUPLICATE,
     Decided,
+    Row,
     SearchRunner,
     Subject,
     configured_depth_rule,
     duplicate_result,
     measured,
-    objective_values,
     plain_value,
     records,
 )
 from raynas.search.samplers import check_sampler, sampler_name
-from raynas.space import Arch, SearchSpace
+from raynas.space import Arch
 
 logger = get_logger(__name__)
 JOURNAL_FILE = "study.journal"
@@ -326,7 +324,7 @@ class Search:
             return optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=distributions,
                                              system_attrs=constraints, user_attrs=attrs)
         return optuna.trial.create_trial(params=params, distributions=distributions, system_attrs=constraints,
-                                         user_attrs=attrs, values=objective_values(self.config, row))
+                                         user_attrs=attrs, values=self.runner.told_values(row))
 
     def _evaluate(self, batch: list[tuple[optuna.trial.Trial, Arch]]) -> None:
         """Decide, score the feasible architectures not evaluated yet, write one row per trial, tell Optuna."""
