@@ -1,4 +1,4 @@
-"""Getting a chosen child out as a folder a user can ship (format ``raynas-child/2``).
+"""Getting a chosen child out as a folder a user can ship (format ``raynas-child/3``).
 
 Every path writes the same folder through one writer (``raynas.supernet.export.write_child``):
 
@@ -7,7 +7,7 @@ Every path writes the same folder through one writer (``raynas.supernet.export.w
   retraining), then ship it; ``export_top_k`` does so for the most accurate calibrated rows of a
   search run;
 - ``ship_retrained``: the final checkpoint of ``raynas retrain``;
-- ``reship``: copy a child folder, upgrading a ``raynas-child/1`` one.
+- ``reship``: copy a child folder, upgrading an older one (given the data it was trained on).
 
 ``load_shipped`` gives back the module that takes float images in [0, 1] of any size, and the record.
 """
@@ -29,19 +29,13 @@ from raynas.checkpoint import META_FILE, LoadedCheckpoint, latest_checkpoint, mo
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
+from raynas.logs import Progress, get_logger
+from raynas.model_record import DataInfo, ModelRecord
 from raynas.results import ResultStore
 from raynas.results.report import RunDir
 from raynas.space import Arch, SearchSpace
-from raynas.supernet import (
-    ChildRecord,
-    Preprocessing,
-    load_child,
-    read_child_record,
-    with_preprocessing,
-)
-from raynas.supernet.export import ARCH_FILE, FORMAT, METRICS_FILE, write_child
-from raynas.logs import get_logger
-from raynas.model_record import DataInfo
+from raynas.supernet import ChildRecord, load_child, read_child_record, with_preprocessing
+from raynas.supernet.export import ARCH_FILE, FORMAT, METRICS_FILE, LegacyModel, write_child
 
 logger = get_logger(__name__)
 
@@ -58,8 +52,12 @@ def ship_child(
     ``data`` gives the classes, channels and normalisation; ``metrics`` (JSON values) go to
     ``metrics.json`` and ``arch.json``. Returns the folder.
     """
-    record = ChildRecord.of(space, arch, num_classes=data.num_classes, in_channels=data.in_channels,
-                            bn_layout=bn_layout, data=data, metrics=metrics)
+    return _ship(child, ModelRecord.of(space, data, bn_layout), arch, out_dir, metrics)
+
+
+def _ship(child: nn.Module, model: ModelRecord, arch: Arch, out_dir: str | os.PathLike[str],
+          metrics: Mapping[str, object] | None) -> Path:
+    record = ChildRecord.of(model, arch, metrics)
     out = write_child(out_dir, child, record)
     logger.info("shipped %s -> %s", record.arch, out)
     return out
@@ -71,7 +69,7 @@ def load_shipped(path: str | os.PathLike[str]) -> tuple[nn.Module, ChildRecord]:
     record = read_child_record(path)
     if record.preprocessing is None:
         raise ConfigError(f"{path} records no preprocessing (format {record.format}); load the bare child with "
-                          f"load_child, or re-export it with `raynas export {path} --out DIR`")
+                          f"load_child, or re-export it with `raynas export {path} --data DATA --out DIR`")
     child, _, _ = load_child(path)
     return with_preprocessing(child, record.preprocessing), record
 
@@ -106,10 +104,12 @@ def export_top_k(
     if not isinstance(data, DataSplits):
         data = load_data(data or checkpoint.data.spec, seed=checkpoint.config.seed)
     folders = []
+    shown = Progress(logger, "exported", len(keys), "children", every_seconds=0)
     for rank, key in enumerate(keys, start=1):
         folder = Path(out_dir) / f"{rank:02d}_{short_key(key)}"
         export_calibrated(checkpoint, checkpoint.space.arch(key), data, folder, calibration)
         folders.append(folder)
+        shown.update(rank)
     return folders
 
 
@@ -159,25 +159,39 @@ def ship_retrained(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLik
     metrics = {"arch": space.key(arch), "accuracy": history[-1].get("val_accuracy"), "split": "val",
                "epochs": meta.get("epoch"), "train_seconds": sum(m.get("epoch_seconds", 0.0) for m in history),
                "checkpoint": str(folder)}
-    return ship_child(child, space, arch, out_dir, record.data, record.bn_layout, metrics)
+    return _ship(child, record, arch, out_dir, metrics)
 
 
-def reship(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+def reship(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], data: DataInfo | None = None) -> Path:
     """Write the child folder ``source`` again into ``out_dir`` in the current format.
 
-    A ``raynas-child/1`` folder gets its programs when its metrics.json (as the old exporter
-    wrote it) records mean and std.
+    An older folder (``raynas-child/1`` or ``/2``) records no data description, which the
+    current format holds: ``data`` (the dataset the child was trained on) supplies it. The
+    folder's own normalisation wins over ``data``'s: its preprocessing, or the mean and std
+    a ``raynas-child/1`` metrics.json recorded.
     """
     folder = Path(source)
     record = read_child_record(folder)
     child, _, _ = load_child(folder)
-    legacy = _legacy_metrics(folder) if record.format != FORMAT else {}
-    if record.preprocessing is None and {"mean", "std"} <= legacy.keys():
-        preprocessing = Preprocessing(tuple(legacy["mean"]), tuple(legacy["std"]), record.resolution,
-                                      record.in_channels)
-        record = dataclasses.replace(record, preprocessing=preprocessing)
-    metrics = record.metrics or {k: v for k, v in legacy.items() if k not in ("mean", "std")}
-    return write_child(out_dir, child, dataclasses.replace(record, metrics=metrics))
+    if record.legacy is not None:
+        record = _upgraded(record, record.legacy, folder, data)
+    return write_child(out_dir, child, record)
+
+
+def _upgraded(record: ChildRecord, legacy: LegacyModel, folder: Path, data: DataInfo | None) -> ChildRecord:
+    """``record`` of an older folder as a current one: its model record made from ``data``."""
+    if data is None:
+        raise ConfigError(f"{folder} is a {legacy.format} folder: it records no data description, and a {FORMAT} "
+                          f"folder needs one; give the dataset the child was trained on "
+                          f"(`raynas export {folder} --data DATA --out DIR`)")
+    old = _legacy_metrics(folder)
+    if legacy.preprocessing is not None:
+        data = dataclasses.replace(data, mean=legacy.preprocessing.mean, std=legacy.preprocessing.std)
+    elif {"mean", "std"} <= old.keys():
+        data = dataclasses.replace(data, mean=tuple(old["mean"]), std=tuple(old["std"]))
+    metrics = record.metrics or {k: v for k, v in old.items() if k not in ("mean", "std")}
+    return ChildRecord.of(ModelRecord.of(legacy.space, data, legacy.bn_layout), legacy.space.arch(dict(record.dims)),
+                          metrics)
 
 
 def resolve_source(path: str | os.PathLike[str]) -> tuple[str, Path]:

@@ -131,7 +131,7 @@ def test_retrained_checkpoint_ships_and_exports(net, space, tmp_path, capsys):
     assert read_child_record(tmp_path / "again") == read_child_record(out)
 
 
-def test_version_1_folder_is_upgraded_by_export(net, space, tmp_path):
+def test_version_1_folder_is_upgraded_by_export(net, space, tmp_path, capsys):
     arch = space.sample(9)
     folder = tmp_path / "v1"
     folder.mkdir()
@@ -142,9 +142,12 @@ def test_version_1_folder_is_upgraded_by_export(net, space, tmp_path):
         "bn_layout": "private"}))
     (folder / "metrics.json").write_text(json.dumps({"arch": space.key(arch), "mean": list(DIGITS.mean),
                                                      "std": list(DIGITS.std), "accuracy": 0.7}))
-    assert main(["export", str(folder), "--out", str(tmp_path / "v2")]) == 0
-    module, record = load_shipped(tmp_path / "v2")
-    assert record.format == "raynas-child/2" and record.metrics == {"arch": space.key(arch), "accuracy": 0.7}
+    assert main(["export", str(folder), "--out", str(tmp_path / "v3")]) == 2  # no data description
+    assert "records no data description" in capsys.readouterr().err
+    assert main(["export", str(folder), "--data", "digits", "--out", str(tmp_path / "v3")]) == 0
+    module, record = load_shipped(tmp_path / "v3")
+    assert record.format == "raynas-child/3" and record.metrics == {"arch": space.key(arch), "accuracy": 0.7}
+    assert record.model.data.spec == "digits" and record.model.data.mean == DIGITS.mean
     images = uint8_images(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(module(images.float() / 255), raynas_logits(net, arch, images))
@@ -182,7 +185,8 @@ def test_top_k_exports_the_most_accurate_calibrated_children(search_run, tmp_pat
         metrics = read_child_record(folder).metrics
         assert metrics["calib_images"] == 64 and metrics["split"] == "val" and 0 <= metrics["accuracy"] <= 1
         assert load_child(folder)[0] is not None
-    assert "exported 2 of the top 2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "exported 2 of the top 2" in printed and "[raynas] exported 1/2 (" in printed  # progress with rate and ETA
 
 
 def test_export_one_arch_of_a_supernet_checkpoint(search_run, tmp_path):

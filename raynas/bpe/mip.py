@@ -145,7 +145,7 @@ def trial_objectives(records: Sequence[Record], cost_weight: float = 0.0, column
 
 
 def param_importances(records: Sequence[Record], free: Sequence[str], choices: Mapping[str, Sequence[Any]],
-                      objectives: Sequence[float], seed: int = 0) -> dict[str, float]:
+                      objectives: Sequence[float] | np.ndarray, seed: int = 0) -> dict[str, float]:
     """fANOVA importance of each free hyper-parameter for the objective, over all records.
 
     The records become a throw-away Optuna study (``create_trial`` + ``add_trials``). A constant
@@ -414,6 +414,7 @@ class _Loop:
             self._summarise(round_index, rows, free, fixed, decision, time.monotonic() - round_started)
             if reason:
                 break
+            assert decision is not None  # decided just above, as there was no reason to stop
             free.remove(decision.param)
             fixed[decision.param] = decision.value
             round_index += 1

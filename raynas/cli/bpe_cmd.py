@@ -10,8 +10,8 @@ from pathlib import Path
 
 from raynas.cli.common import add_address, non_negative_float, non_negative_int, positive_float, positive_int
 from raynas.cli.estimate_common import add_depth_rule
+from raynas.sampling import SAMPLINGS
 from raynas.search.samplers import SAMPLERS
-from raynas.train.config import SAMPLINGS
 
 
 def add(parser: argparse.ArgumentParser) -> None:

@@ -11,13 +11,15 @@ from pathlib import Path
 
 from raynas.cli.common import positive_int
 from raynas.cli.estimate_common import checkpoint_data
+from raynas.data import load_data
 from raynas.deploy import export_calibrated, export_top_k, reship, resolve_source, ship_retrained
 from raynas.errors import ConfigError
 from raynas.estimate.calibration import CalibrationConfig
+from raynas.logs import get_logger
+from raynas.model_record import DataInfo
 from raynas.results.report import read_run_metadata
 from raynas.supernet import read_child_record
 from raynas.train import load_checkpoint
-from raynas.logs import get_logger
 
 SOURCE_KINDS = {"child": "a child folder", "retrained": "a retrained child's checkpoint"}
 LOAD_HINT = "load with raynas.supernet.load_child, or torch.jit.load(model.ts) without raynas"
@@ -31,7 +33,8 @@ def add(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--arch", help="the child's canonical key")
     choice.add_argument("--top-k", type=int, help="export the K most accurate calibrated children of --from")
     parser.add_argument("--from", dest="results", type=Path, help="search run folder (or Parquet file) for --top-k")
-    parser.add_argument("--data", default=None, help="DATA for BN calibration; default: the checkpoint's dataset")
+    parser.add_argument("--data", default=None, help="DATA for BN calibration; default: the checkpoint's dataset. "
+                                                     "For an older child folder: the dataset it was trained on")
     parser.add_argument("--calib-images", type=positive_int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         flag = "--top-k" if args.top_k is not None else "--arch"
         raise ConfigError(f"{flag} chooses children of a supernet checkpoint, but SOURCE {folder} is "
                           f"{SOURCE_KINDS[kind]}, a single child; drop {flag}")
-    out = reship(folder, args.out) if kind == "child" else ship_retrained(folder, args.out)
+    out = reship(folder, args.out, _data_info(args.data)) if kind == "child" else ship_retrained(folder, args.out)
     record = read_child_record(out)
     print(f"exported {record.arch} from {SOURCE_KINDS[kind]} -> {out} ({LOAD_HINT})")
     return 0
@@ -73,6 +76,11 @@ def _from_supernet(args: argparse.Namespace, folder: Path) -> int:
     print(f"exported {record['arch']}: top-1 {record['accuracy']:.4f} after calibrating on "
           f"{record['calib_images']} images -> {args.out} ({LOAD_HINT})")
     return 0
+
+
+def _data_info(spec: str | None) -> DataInfo | None:
+    """What ``--data`` describes (classes, channels, normalisation); None without the flag."""
+    return None if spec is None else DataInfo.of(load_data(spec))
 
 
 def _run_checkpoint(results: Path | None) -> Path:

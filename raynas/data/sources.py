@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ import torch
 from raynas.data import shards
 from raynas.data.images import ImageSet
 from raynas.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
 DECODE_CHUNK = 64
@@ -205,14 +208,14 @@ def decode_images(sources: np.ndarray, rows: np.ndarray, size: tuple[int, int]) 
     images = np.empty((len(sources), 3, height, width), dtype=np.uint8)
     for i, (_, image) in enumerate(_decoded(sources, rows)):
         if image.size != (width, height):
-            image = image.resize((width, height), Image.BILINEAR)
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
         images[i] = np.asarray(image).transpose(2, 0, 1)
     return images
 
 
-def _decoded(sources: np.ndarray, rows: np.ndarray) -> Iterator[tuple[str, Any]]:
+def _decoded(sources: np.ndarray, rows: np.ndarray) -> Iterator[tuple[str, Image.Image]]:
     """(name for errors, decoded RGB image) per image; each shard's row groups are read once."""
-    encoded: dict[int, tuple[str, Any]] = {}
+    encoded: dict[int, tuple[str, str | io.BytesIO]] = {}
     for i in np.flatnonzero(rows < 0):
         encoded[int(i)] = (str(sources[i]), str(sources[i]))
     in_shards = np.flatnonzero(rows >= 0)
@@ -220,12 +223,12 @@ def _decoded(sources: np.ndarray, rows: np.ndarray) -> Iterator[tuple[str, Any]]
         index = in_shards[sources[in_shards] == source]
         for i, (blob, path) in zip(index, shards.read_rows(source, rows[index])):
             encoded[int(i)] = (f"{source} row {rows[i]}" + (f" ({path})" if path else ""), io.BytesIO(blob))
-    for i in range(len(sources)):
-        name, opened = encoded[i]
+    for position in range(len(sources)):
+        name, opened = encoded[position]
         yield name, open_image(opened, name)
 
 
-def open_image(opened: Any, name: str) -> Any:
+def open_image(opened: str | io.BytesIO, name: str) -> Image.Image:
     """One decoded RGB image; a truncated or corrupt one is a DataError naming it, not a PIL traceback."""
     from PIL import Image
 

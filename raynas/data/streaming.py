@@ -19,20 +19,23 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from raynas.data.images import DataSplits, ImageSet
 from raynas.data.sources import FileSet, Listing, decode_files, decode_images, list_folder, list_shard_folder
 from raynas.data.splits import carve_splits, load_data
 from raynas.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from ray.data.block import DataBatch
 
 INPUTS = ("auto", "memory", "stream")
 STREAMABLE = ("imagefolder", "shards")
@@ -225,7 +228,11 @@ def epoch_order(files: FileSet, seed: int, epoch: int, rank: int, world: int, pe
 
 def sampler_order(count: int, seed: int, epoch: int, rank: int, world: int, per_rank: int) -> np.ndarray:
     """The first ``per_rank`` indices torch's DistributedSampler (shuffled, drop_last) gives ``rank``."""
-    sampler = DistributedSampler(range(count), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    # the sampler only takes the length of its dataset, so a range of the indices stands in for one
+    indices = cast(Dataset[int], range(count))
+    sampler: DistributedSampler[int] = DistributedSampler(
+        indices, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+    )
     sampler.set_epoch(epoch)
     return np.fromiter(sampler, dtype=np.int64)[:per_rank]
 
@@ -245,15 +252,19 @@ def stream_batches(files: FileSet, size: tuple[int, int], batch_size: int) -> It
               for start in range(0, len(files), CHUNK_IMAGES)]
     if not tables:
         return
+    # batch_format="numpy" hands decode_batch dicts of arrays and fn_kwargs gives its size; ray's
+    # stubs can express neither, so they take it for a function of any batch format
+    decode = cast("Callable[[DataBatch], DataBatch]", decode_batch)
     with _quiet("ray.data"):
         dataset = ray.data.from_arrow(tables).map_batches(
-            decode_batch, fn_kwargs={"size": tuple(size)}, batch_size=None, batch_format="numpy")
+            decode, fn_kwargs={"size": tuple(size)}, batch_size=None, batch_format="numpy")
         dataset.context.execution_options.preserve_order = True
         dataset.context.enable_progress_bars = False
         try:
             for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True,
                                               prefetch_batches=2):
-                yield batch["image"], batch["label"]
+                arrays = cast(dict[str, np.ndarray], batch)  # batch_format="numpy"
+                yield arrays["image"], arrays["label"]
         except Exception as err:
             found = _data_error(err)
             if found is None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -43,9 +44,9 @@ from torch import nn
 from raynas.errors import ArchError, ConfigError, RaynasError
 from raynas.space import Arch, SearchSpace
 from raynas.space._family import family_part
-from raynas.supernet import BATCHNORMS, Supernet
-from raynas.supernet.mobilenet import BN_LAYOUTS
-from raynas.supernet.nb201 import Cell, ReLUConvBN, Zero
+from raynas.supernet import BATCHNORMS, ElasticBatchNorm2d, Supernet
+from raynas.supernet.mobilenet import BN_LAYOUTS, MobileNetSupernet
+from raynas.supernet.nb201 import Cell, NB201Supernet, ReLUConvBN, Zero
 
 GAMMA_INIT = 1.0
 """BN-only training (and BN-NAS) starts every gamma at 1; ``gamma_shift`` measures from here."""
@@ -97,10 +98,14 @@ def last_bn(module: nn.Module) -> nn.Module | None:
     return bns[-1] if bns else None
 
 
+def gamma_of(bn: nn.Module) -> torch.Tensor:
+    """The weight (gamma) of a BN, plain or elastic; ``nn.Module`` types its attributes loosely."""
+    return cast(torch.Tensor, bn.weight)
+
+
 def slot_gammas(bn: nn.Module) -> np.ndarray:
     """Gammas as float64, shape (slots, channels); a plain BN has one slot."""
-    weight: torch.Tensor = bn.weight  # type: ignore[assignment]
-    return np.atleast_2d(weight.detach().cpu().double().numpy())
+    return np.atleast_2d(gamma_of(bn).detach().cpu().double().numpy())
 
 
 def prefix_means(gammas: np.ndarray, measure: str, widths: Sequence[int]) -> np.ndarray:
@@ -119,7 +124,7 @@ def combine(total: float | np.ndarray, count: float | np.ndarray, depth_rule: st
 
 
 # --- per-family tables (``Family.bn_tables``) ------------------------------------------------
-def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
+def mobilenet_tables(supernet: MobileNetSupernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
     """One table per block, shape (kernel, expand, [resolution,] width choices), plus the stem
     and head convs, whose widths are searchable too (shape (width choices,)).
 
@@ -131,7 +136,7 @@ def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: floa
         "head": OpTable(("head_width",),
                         prefix_means(slot_gammas(supernet.head.conv.bn), measure, spec.head.width)[0]),
     }
-    stages = zip(supernet.spec.stages, supernet.stages, supernet.slots)
+    stages = zip(supernet.spec.stages, supernet.stage_blocks(), supernet.slots)
     by_resolution = "resolution" in BN_LAYOUTS[supernet.bn_layout]
     resolutions = spec.resolutions if by_resolution else spec.resolutions[:1]
     for i, (stage, blocks, slots) in enumerate(stages):
@@ -140,21 +145,23 @@ def mobilenet_tables(supernet: Supernet, measure: str, parameterless_score: floa
         if not by_resolution:
             slot_of = slot_of[:, :, 0]
         for j, block in enumerate(blocks):
-            means = prefix_means(slot_gammas(last_bn(block)), measure, stage.width)
+            means = prefix_means(slot_gammas(block.project.bn), measure, stage.width)
             axes = (f"s{i}_b{j}_kernel", f"s{i}_b{j}_expand", *(("resolution",) if by_resolution else ()), f"s{i}_width")
             tables[f"s{i}_b{j}"] = OpTable(axes, means[slot_of])
     return tables
 
 
-def nb201_tables(supernet: Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
+def nb201_tables(supernet: NB201Supernet, measure: str, parameterless_score: float) -> dict[str, OpTable]:
     """One table per edge, shape (op choices,): the op's score averaged over the cells."""
     cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]
 
     def op_score(edge: str, op: str) -> float:
-        bns = [last_bn(cell.edges[edge][op]) for cell in cells]
-        if bns[0] is None:
-            return 0.0 if isinstance(cells[0].edges[edge][op], Zero) else float(parameterless_score)
-        return float(np.mean([prefix_means(slot_gammas(bn), measure, [bn.num_features])[0, 0] for bn in bns]))
+        # every cell holds the same op on an edge, so either all of them have a BN or none does
+        bns = [bn for bn in (last_bn(cell.op(edge, op)) for cell in cells) if bn is not None]
+        if not bns:
+            return 0.0 if isinstance(cells[0].op(edge, op), Zero) else float(parameterless_score)
+        gammas = [slot_gammas(bn) for bn in bns]
+        return float(np.mean([prefix_means(g, measure, [g.shape[1]])[0, 0] for g in gammas]))
 
     return {
         d.name: OpTable((d.name,), np.array([op_score(d.name, str(op)) for op in d.choices]))
@@ -294,25 +301,28 @@ def _mean_measure(gamma: torch.Tensor, measure: str) -> float:
     return float(MEASURES[measure](gamma.detach().cpu().double().numpy()).mean())
 
 
-def mobilenet_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
-    scores = [_mean_measure(supernet.stem.bn.weight[0, : int(arch["stem_width"])], measure),
-              _mean_measure(supernet.head.conv.bn.weight[0, : int(arch["head_width"])], measure)]
+def mobilenet_op_scores(
+    supernet: MobileNetSupernet, arch: Arch, measure: str, parameterless_score: float
+) -> list[float]:
+    scores = [_mean_measure(gamma_of(supernet.stem.bn)[0, : int(arch["stem_width"])], measure),
+              _mean_measure(gamma_of(supernet.head.conv.bn)[0, : int(arch["head_width"])], measure)]
     with supernet.activated(arch):
-        for i, blocks in enumerate(supernet.stages):
+        for i, blocks in enumerate(supernet.stage_blocks()):
             width = int(arch[f"s{i}_width"])
             for block in blocks[: int(arch[f"s{i}_depth"])]:
-                bn = block.project.bn
+                bn = cast(ElasticBatchNorm2d, block.project.bn)
                 scores.append(_mean_measure(bn.weight[bn.slot, :width], measure))
     return scores
 
 
-def nb201_op_scores(supernet: Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
+def nb201_op_scores(supernet: NB201Supernet, arch: Arch, measure: str, parameterless_score: float) -> list[float]:
     cells = [layer for layer in supernet.network.layers if isinstance(layer, Cell)]
     scores = []
     for edge in supernet.space.names:
-        ops = [cell.edges[edge][str(arch[edge])] for cell in cells]
+        ops = [cell.op(edge, str(arch[edge])) for cell in cells]
         if isinstance(ops[0], ReLUConvBN):
-            scores.append(float(np.mean([_mean_measure(op[-1].weight, measure) for op in ops])))
+            convs = cast(list[ReLUConvBN], ops)  # every cell holds the same op on an edge
+            scores.append(float(np.mean([_mean_measure(gamma_of(op[-1]), measure) for op in convs])))
         else:
             scores.append(0.0 if isinstance(ops[0], Zero) else parameterless_score)
     return scores

@@ -14,14 +14,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from raynas.errors import ConfigError
+from raynas.errors import ConfigError, TrainingError
+from raynas.model_record import ModelRecord
 from raynas.protocol.final import FinalModel
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
 from raynas.search.costs import CheapObjectives
 from raynas.space import SearchSpace
-from raynas.supernet import build_supernet
 from raynas.train.config import TrainConfig
+from raynas.train.data_feed import packed_model
 
 SHORT, FINAL, FINETUNE = "short_train", "final_train", "finetune"
 
@@ -64,7 +65,8 @@ def short_stage(space: SearchSpace, shortlist: dict[float, list[str]], packed: d
     done = _stored(store, SHORT)
     target_of = {arch: target for target, archs in shortlist.items() for arch in archs}
     todo = [a for a, t in target_of.items() if (t, a) not in done]
-    trained = train_on_tune(space, todo, packed, recipe.short, run_dir / "tune", SHORT, recipe.early_stopping,
+    model = packed_model(space, packed, recipe.short.bn_layout)
+    trained = train_on_tune(model, todo, packed, recipe.short, run_dir / "tune", SHORT, recipe.early_stopping,
                             cpus_per_trial=recipe.cpus_per_trial, gpus_per_trial=recipe.gpus_per_trial,
                             groups=target_of)
     offset = len(done)
@@ -81,17 +83,15 @@ def final_stage(space: SearchSpace, winners: dict[float, str], packed: dict[str,
     """Train each winner from scratch for ``recipe.final.epochs`` epochs (once, even when it wins
     several targets) and load its weights back into a plain child module."""
     unique = sorted(set(winners.values()))
-    trained = {t.arch: t for t in train_on_tune(space, unique, packed, recipe.final, run_dir / "tune", FINAL,
+    model = packed_model(space, packed, recipe.final.bn_layout)
+    trained = {t.arch: t for t in train_on_tune(model, unique, packed, recipe.final, run_dir / "tune", FINAL,
                                                 keep_weights=True, cpus_per_trial=recipe.cpus_per_trial,
                                                 gpus_per_trial=recipe.gpus_per_trial)}
-    info = packed["info"]
     out = []
     for target, arch in sorted(winners.items()):
         result = trained[arch]
-        child = build_supernet(space, info["num_classes"], info["in_channels"],
-                               bn_layout=recipe.final.bn_layout).export(space.arch(arch))
-        child.load_state_dict(torch.load(result.weights, weights_only=True))
-        out.append(Retrained(target, arch, result.val_accuracy, result.epochs, result.seconds, child.eval()))
+        out.append(Retrained(target, arch, result.val_accuracy, result.epochs, result.seconds,
+                             _trained_child(model, result)))
     _write(store, FINAL, None, [trained[a] for a in unique], cheap, space, offset=len(_stored(store, FINAL)))
     return out
 
@@ -101,18 +101,25 @@ def finetune_stage(space: SearchSpace, finals: list[FinalModel], packed: dict[st
     """BigNAS's optional last step: a short fine-tune of each deployed child from its inherited
     (calibrated) weights, as Tune trials; returns the fine-tuned models."""
     inherited = {f.arch: {k: v.detach().cpu().numpy() for k, v in f.child.state_dict().items()} for f in finals}
-    trained = {t.arch: t for t in train_on_tune(space, sorted(inherited), packed, config, run_dir / "tune", FINETUNE,
+    model = packed_model(space, packed, config.bn_layout)
+    trained = {t.arch: t for t in train_on_tune(model, sorted(inherited), packed, config, run_dir / "tune", FINETUNE,
                                                 keep_weights=True, init_states=inherited)}
     _write(store, FINETUNE, None, list(trained.values()), cheap, space, offset=len(_stored(store, FINETUNE)))
     tuned = []
     for final in finals:
         result = trained[final.arch]
-        child = build_supernet(space, packed["info"]["num_classes"], packed["info"]["in_channels"],
-                               bn_layout=config.bn_layout).export(space.arch(final.arch))
-        child.load_state_dict(torch.load(result.weights, weights_only=True))
         tuned.append(FinalModel(final.target, final.arch, result.val_accuracy, final.seconds + result.seconds,
-                                child.eval(), f"{final.how}, fine-tuned {result.epochs} epochs"))
+                                _trained_child(model, result), f"{final.how}, fine-tuned {result.epochs} epochs"))
     return tuned
+
+
+def _trained_child(model: ModelRecord, result: TrainedChild) -> nn.Module:
+    """The plain child ``result.arch`` of ``model`` with the weights its Tune trial kept, in eval mode."""
+    if result.weights is None:
+        raise TrainingError(f"the Tune trial of {result.arch} must keep its weights, got none")
+    child = model.build().export(model.space.arch(result.arch))
+    child.load_state_dict(torch.load(result.weights, weights_only=True))
+    return child.eval()
 
 
 def _stored(store: ResultStore, stage: str) -> dict[tuple[float, str], tuple[int, float]]:

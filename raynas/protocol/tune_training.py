@@ -3,7 +3,8 @@
 One trial trains one child (``raynas.train.standalone.train_child``) and reports its validation
 accuracy after every epoch, so an ASHA scheduler can stop the weak ones at its rungs. The data
 travels once through the object store (``tune.with_parameters``); it holds the train and val
-splits only, never the test split.
+splits only, never the test split; the supernet's ``ModelRecord`` travels with it, and each
+trial builds its child from that record.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from raynas.errors import ConfigError, TrainingError
-from raynas.space import SearchSpace, space_from_dict
+from raynas.model_record import ModelRecord
 from raynas.train.config import TrainConfig
 from raynas.train.standalone import train_child
 
@@ -88,14 +89,13 @@ class TrainedChild:
     weights: Path | None  # the child's state dict, when the stage keeps weights
 
 
-def child_trial(trial: dict[str, Any], packed: dict[str, Any], space_def: dict[str, Any], space_name: str,
-                train: dict[str, Any], keep_weights: bool, init_states: dict[str, Any] | None = None) -> None:
-    """The Tune trainable: train one child, report after every epoch (weights after the last)."""
+def child_trial(trial: dict[str, Any], packed: dict[str, Any], model: ModelRecord, train: dict[str, Any],
+                keep_weights: bool, init_states: dict[str, Any] | None = None) -> None:
+    """The Tune trainable: train one child of ``model``, report after every epoch (weights after the last)."""
     torch.set_num_threads(1)
-    space = space_from_dict(space_def, default_name=space_name)
     config = TrainConfig.from_dict(train)
     init = (init_states or {}).get(trial["arch"])
-    for state in train_child(space, space.arch(trial["arch"]), packed, config, init_state=init):
+    for state in train_child(model, model.space.arch(trial["arch"]), packed, config, init_state=init):
         metrics = {"val_accuracy": state.val_accuracy, "epoch": state.epoch, "seconds": state.seconds,
                    "train_loss": state.train_loss}
         if keep_weights and state.epoch == config.epochs:
@@ -113,12 +113,13 @@ def quiet_tune() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
+def train_on_tune(model: ModelRecord, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
                   storage: Path, name: str, early_stopping: EarlyStopping | None = None,
                   keep_weights: bool = False, cpus_per_trial: float = 1.0,
                   gpus_per_trial: float = 0.0, groups: dict[str, Any] | None = None,
                   init_states: dict[str, dict[str, Any]] | None = None) -> list[TrainedChild]:
-    """Train each of ``archs`` for up to ``config.epochs`` epochs; one Tune trial per child.
+    """Train each of ``archs`` (children of the supernet ``model`` describes) for up to
+    ``config.epochs`` epochs; one Tune trial per child.
 
     With ``early_stopping``, ASHA stops weak children at its rungs; ``groups`` (arch -> group)
     gives each group its own ASHA brackets (``GroupedASHA``). ``init_states`` (arch -> state
@@ -131,8 +132,8 @@ def train_on_tune(space: SearchSpace, archs: Sequence[str], packed: dict[str, An
     if early_stopping is not None and config.epochs > early_stopping.grace_epochs:
         scheduler = GroupedASHA(groups or {a: 0 for a in archs}, "val_accuracy", "max", config.epochs, early_stopping)
     trainable = tune.with_resources(
-        tune.with_parameters(child_trial, packed=packed, space_def=space.definition, space_name=space.name,
-                             train=config.to_dict(), keep_weights=keep_weights, init_states=init_states),
+        tune.with_parameters(child_trial, packed=packed, model=model, train=config.to_dict(),
+                             keep_weights=keep_weights, init_states=init_states),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
     )
     tuner = tune.Tuner(

@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -38,6 +38,8 @@ logger = get_logger(__name__)
 CostsFn = Callable[[list[Arch]], Mapping[str, np.ndarray]]
 """Cheap objectives of a batch of children, e.g. ``raynas.search.costs.CheapObjectives``."""
 LEVELS = ("min", "mid", "max")
+C = TypeVar("C")
+"""A dimension's choice type, in ``coarse_grid``'s level pick."""
 GRID = "grid"
 PERTURB = "perturb"
 PERTURB_TRIES = 50
@@ -97,12 +99,12 @@ def coarse_grid(space: SearchSpace, levels: Sequence[str] = LEVELS) -> list[Arch
     for level in levels:
         level_index(level, 1)
 
-    def pick(choices: Sequence[Any], level: str) -> Any:
+    def pick(choices: Sequence[C], level: str) -> C:
         return choices[level_index(level, len(choices))]
 
     grid: dict[str, Arch] = {}
-    axes = [spec.resolutions, levels, *([levels] * len(spec.stages)), levels]
-    for resolution, stem, *stage_levels, head in itertools.product(*axes):
+    level_axes = [levels] * (len(spec.stages) + 2)  # stem, one per stage, head
+    for resolution, (stem, *stage_levels, head) in itertools.product(spec.resolutions, itertools.product(*level_axes)):
         values: dict[str, Any] = {"resolution": resolution, "stem_width": pick(spec.stem.width, stem),
                                   "head_width": pick(spec.head.width, head)}
         for i, (stage, level) in enumerate(zip(spec.stages, stage_levels)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -27,7 +27,7 @@ from raynas.data import DataSplits
 from raynas.errors import ConfigError, EvaluationError
 from raynas.estimate.calibration import CalibrationConfig
 from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
-from raynas.search.evaluator import EvaluatorActor, state_to_numpy
+from raynas.search.evaluator import Evaluator, EvaluatorActor, state_to_numpy
 from raynas.space import Arch
 from raynas.logs import get_logger
 
@@ -74,9 +74,12 @@ class EvaluatorPool:
             options["scheduling_strategy"] = "SPREAD"
         self._refs = (weights_ref, data_ref)  # kept alive: restarted actors rebuild from them
         device = "cuda" if config.num_gpus > 0 else "cpu"
+        # ray types ``.remote()`` of an actor class as "a handle or the class itself"; it is a handle
         self.actors = [
-            EvaluatorActor.options(**options).remote({"weights": weights_ref, "data": data_ref}, checkpoint.model,
-                                                     config.calibration, config.indicator, device)
+            cast(ActorHandle[Evaluator], EvaluatorActor.options(**options).remote(
+                {"weights": weights_ref, "data": data_ref}, checkpoint.model, config.calibration, config.indicator,
+                device,
+            ))
             for _ in range(config.num_actors)
         ]
         try:
@@ -113,13 +116,13 @@ class EvaluatorPool:
         actor is back, and fails at once for an actor gone for good, which then leaves the pool.
         """
         results: dict[int, Any] = {}
-        running: dict[ray.ObjectRef, tuple[int | None, ActorHandle]] = {}  # batch index, None for a probe
+        running: dict[ray.ObjectRef, tuple[int | None, ActorHandle[Evaluator]]] = {}  # batch index, None: probe
         queue, free = deque(range(len(batches))), deque(self.actors)
         cause: BaseException | None = None
         while queue or running:
             while queue and free:
-                batch, actor = queue.popleft(), free.popleft()
-                running[getattr(actor, method).remote(batches[batch])] = (batch, actor)
+                queued, actor = queue.popleft(), free.popleft()
+                running[getattr(actor, method).remote(batches[queued])] = (queued, actor)
             if not running:
                 raise self._no_actor_left(method, batches, sorted(queue), cause)
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
@@ -142,7 +145,7 @@ class EvaluatorPool:
             free.append(actor)
         return [results[i] for i in range(len(batches))]
 
-    def _drop(self, actor: ActorHandle, err: BaseException) -> None:
+    def _drop(self, actor: ActorHandle[Evaluator], err: BaseException) -> None:
         self.actors.remove(actor)
         logger.warning(f"an evaluator actor died for good (max_restarts={self.config.max_restarts}) "
                        f"and left the pool; {len(self.actors)} left: {_first_line(err)}")

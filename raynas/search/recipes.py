@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from raynas.errors import ConfigError
 from raynas.estimate import DEPTH_RULES
+from raynas.sampling import SAMPLINGS
 from raynas.space import SearchSpace, family
-from raynas.train.config import SAMPLINGS
 
 FALLBACK_SAMPLING = "sandwich"
 """For a family with no measurement: BigNAS's sandwich rule, ``TrainConfig``'s own default."""

@@ -197,7 +197,7 @@ class SearchSpace:
         total = 1
         for root, kids in self._groups():
             total *= sum(
-                math.prod(len(k.choices) for k in kids if v > k.threshold) for v in root.choices
+                math.prod(len(k.choices) for k in kids if k.is_active({root.name: v})) for v in root.choices
             )
         return total
 
@@ -218,7 +218,7 @@ class SearchSpace:
 
 def _group_assignments(root: Dimension, kids: list[Dimension]) -> Iterator[list[tuple[str, Choice]]]:
     for v in root.choices:
-        active = [k for k in kids if v > k.threshold]
+        active = [k for k in kids if k.is_active({root.name: v})]
         for values in itertools.product(*(k.choices for k in active)):
             yield [(root.name, v), *zip((k.name for k in active), values)]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,10 @@ class PreprocessedChild(nn.Module):
     The same operations in the same order as ``raynas.data.to_model_input`` (bilinear,
     antialias, align_corners=False); resizing to the size an image already has is the identity.
     """
+
+    if TYPE_CHECKING:  # the buffers' types, for mypy only: TorchScript rejects class-level annotations here
+        mean: torch.Tensor
+        std: torch.Tensor
 
     def __init__(self, child: nn.Module, mean: Sequence[float], std: Sequence[float], resolution: int) -> None:
         super().__init__()
@@ -85,7 +89,9 @@ def _dynamic_image_dims() -> dict[int, torch.export.Dim]:
             3: torch.export.Dim("width", min=2)}
 
 
-def _check_agreement(reference: nn.Module, programs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]) -> None:
+def _check_agreement(
+    reference: PreprocessedChild, programs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
+) -> None:
     """Each program gives the eager logits, at the child's resolution and at another size."""
     gen = torch.Generator().manual_seed(0)
     size = reference.resolution

@@ -73,6 +73,7 @@ class ElasticConv2d(nn.Module):
         with torch.no_grad():
             conv.weight.copy_(weight)
             if bias is not None:
+                assert conv.bias is not None  # built with bias=True just above
                 conv.bias.copy_(bias)
         return conv
 
@@ -83,6 +84,10 @@ class ElasticBatchNorm2d(nn.Module):
     ``momentum=None`` gives a cumulative average, as ``nn.BatchNorm2d`` does; BN calibration
     relies on it. Statistics and the batch counter are kept per slot.
     """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(self, max_channels: int, slots: int = 1, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
         super().__init__()
@@ -125,13 +130,16 @@ class ElasticBatchNorm2d(nn.Module):
 
     def export(self, channels: int) -> nn.BatchNorm2d:
         bn = nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
+        # track_running_stats defaults to True, so nn.BatchNorm2d has all three buffers
+        mean, var, tracked = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        assert mean is not None and var is not None and tracked is not None
         s = self.slot
         with torch.no_grad():
             bn.weight.copy_(self.weight[s, :channels])
             bn.bias.copy_(self.bias[s, :channels])
-            bn.running_mean.copy_(self.running_mean[s, :channels])
-            bn.running_var.copy_(self.running_var[s, :channels])
-            bn.num_batches_tracked.copy_(self.num_batches_tracked[s])
+            mean.copy_(self.running_mean[s, :channels])
+            var.copy_(self.running_var[s, :channels])
+            tracked.copy_(self.num_batches_tracked[s])
         return bn
 
 

@@ -1,50 +1,59 @@
 """Save an exported child as a folder a user can ship, and load it back.
 
-A child folder (format ``raynas-child/2``)::
+A child folder (format ``raynas-child/3``)::
 
-    arch.json     the ChildRecord: space definition, arch key and dims, classes, channels, BN
-                  layout, preprocessing and metrics; written last, so a folder with arch.json
-                  is complete
+    arch.json     the ChildRecord: the ``ModelRecord`` under "model" (space definition, data:
+                  classes, channels, image size, normalisation, hflip; BN layout), then what is
+                  this child's own: arch key and dims, resolution, preprocessing (derived from
+                  the record's data; checked on load), metrics and the file list; written last,
+                  so a folder with arch.json is complete
     weights.pt    the child's state dict (rebuild it with ``load_child``)
     metrics.json  the metrics the exporter passed (accuracy and its split, seconds, ...)
     model.ts      TorchScript: float images in [0, 1], (N, C, H, W) of any size -> logits;
                   needs only torch (``torch.jit.load``)
     model.pt2     the same program as ``torch.export`` (``torch.export.load(path).module()``)
 
-The two programs exist when the preprocessing (mean and std) is known. ``raynas-child/1``
-folders (arch.json and weights.pt only) still load.
+``raynas-child/1`` (arch.json and weights.pt only) and ``raynas-child/2`` folders (space,
+classes, channels and BN layout as flat keys; programs only when mean and std were known)
+still load. They record no data description, so their ``ChildRecord.model`` is None and a
+``LegacyModel`` rebuilds them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 from torch import nn
 
 from raynas.errors import ConfigError
+from raynas.model_record import DataInfo, ModelRecord
 from raynas.space import Arch, SearchSpace, space_from_dict
 from raynas.supernet._programs import PROGRAM_FILES, PreprocessedChild, build_programs
 from raynas.supernet.base import Supernet
 from raynas.supernet.build import build_supernet
 
-FORMAT = "raynas-child/2"
-FORMATS = ("raynas-child/1", FORMAT)
+if TYPE_CHECKING:
+    from raynas.data import DataSplits
+
+FORMAT = "raynas-child/3"
+LEGACY_FORMATS = ("raynas-child/1", "raynas-child/2")
+FORMATS = (*LEGACY_FORMATS, FORMAT)
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.pt"
 METRICS_FILE = "metrics.json"
-
-
-class Normalisation(Protocol):
-    """What an exporter needs from a dataset description (``DataInfo`` or ``DataSplits``)."""
-
-    mean: Sequence[float]
-    std: Sequence[float]
+FILES = (WEIGHTS_FILE, METRICS_FILE, *PROGRAM_FILES)
+"""What a ``raynas-child/3`` folder holds besides arch.json."""
+_CHILD_KEYS = ("arch", "dims", "resolution")
+_KEYS = {FORMAT: ("model", *_CHILD_KEYS),
+         **dict.fromkeys(LEGACY_FORMATS, ("space", "space_name", *_CHILD_KEYS, "num_classes", "in_channels",
+                                          "bn_layout"))}
+"""The keys each format's arch.json must have."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,11 @@ class Preprocessing:
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"every std must be > 0, got {list(self.std)}")
 
+    @classmethod
+    def of(cls, data: DataInfo, resolution: int) -> Preprocessing:
+        """The preprocessing of a child trained on ``data``, fed at ``resolution``."""
+        return cls(tuple(map(float, data.mean)), tuple(map(float, data.std)), resolution, data.in_channels)
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "mean": list(self.mean), "std": list(self.std)}
 
@@ -75,72 +89,125 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
-class ChildRecord:
-    """What ``arch.json`` holds: enough to rebuild, feed and judge one exported child."""
+class LegacyModel:
+    """What a ``raynas-child/1`` or ``/2`` arch.json says of its model: no data description,
+    so no ``ModelRecord``; enough to rebuild and feed the child, never written again."""
 
-    space: Mapping[str, Any]  # the space definition, so a child loads without its space file
-    space_name: str
-    arch: str
-    dims: Mapping[str, Any]
-    resolution: int
+    format: str
+    space: SearchSpace
     num_classes: int
     in_channels: int
     bn_layout: str
     preprocessing: Preprocessing | None = None
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    format: str = FORMAT
 
     @classmethod
-    def of(
-        cls, space: SearchSpace, arch: Arch, *, num_classes: int, in_channels: int, bn_layout: str,
-        data: Normalisation | None = None, metrics: Mapping[str, Any] | None = None,
-    ) -> ChildRecord:
-        resolution = space.resolution(arch)
-        preprocessing = None if data is None else Preprocessing(
-            tuple(map(float, data.mean)), tuple(map(float, data.std)), resolution, in_channels)
-        return cls(space.definition or {"name": space.name, "family": space.family}, space.name, space.key(arch),
-                   arch.to_dict(), resolution, num_classes, in_channels, bn_layout, preprocessing, dict(metrics or {}))
+    def from_dict(cls, values: Mapping[str, Any], source: str) -> LegacyModel:
+        space = space_from_dict(dict(values["space"]), source=source, default_name=values["space_name"])
+        preprocessing = values.get("preprocessing")
+        return cls(values["format"], space, values["num_classes"], values["in_channels"], values["bn_layout"],
+                   None if preprocessing is None else Preprocessing.from_dict(preprocessing))
+
+    def build(self, seed: int = 0) -> Supernet:
+        return build_supernet(self.space, self.num_classes, self.in_channels, seed=seed, bn_layout=self.bn_layout)
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    """What ``arch.json`` holds: the model's record, and this child's arch, resolution and metrics.
+
+    ``model`` is None only for a folder of an older format, whose ``legacy`` description then
+    stands in; exactly one of the two is set.
+    """
+
+    model: ModelRecord | None
+    arch: str
+    dims: Mapping[str, Any]
+    resolution: int
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    legacy: LegacyModel | None = None
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.legacy is None):
+            raise ConfigError(f"a child record needs a model record or (older folders) a legacy description, "
+                              f"exactly one; got model={self.model!r}, legacy={self.legacy!r}")
+
+    @classmethod
+    def of(cls, model: ModelRecord, arch: Arch, metrics: Mapping[str, Any] | None = None) -> ChildRecord:
+        """The record of ``arch``, a child of the supernet ``model`` describes."""
+        space = model.space
+        return cls(model, space.key(arch), arch.to_dict(), space.resolution(arch), dict(metrics or {}))
 
     @property
-    def files(self) -> tuple[str, ...]:
-        programs = PROGRAM_FILES if self.preprocessing is not None else ()
-        return (WEIGHTS_FILE, METRICS_FILE, *programs) if self.format == FORMAT else (WEIGHTS_FILE,)
+    def shape(self) -> ModelRecord | LegacyModel:
+        """What rebuilds the child: the model record, or an older folder's description."""
+        if self.model is not None:
+            return self.model
+        assert self.legacy is not None  # __post_init__: exactly one is set
+        return self.legacy
+
+    @property
+    def format(self) -> str:
+        return FORMAT if self.legacy is None else self.legacy.format
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """How images become input: from the model's data, or as an older folder recorded it."""
+        if self.model is not None:
+            return Preprocessing.of(self.model.data, self.resolution)
+        return None if self.legacy is None else self.legacy.preprocessing
 
     def to_dict(self) -> dict[str, Any]:
-        values = {**self.__dict__, "space": dict(self.space), "dims": dict(self.dims), "metrics": dict(self.metrics)}
-        values["preprocessing"] = None if self.preprocessing is None else self.preprocessing.to_dict()
-        return {"format": self.format, **{k: v for k, v in values.items() if k != "format"}, "files": list(self.files)}
+        """The ``raynas-child/3`` arch.json; an older record cannot be written (it has no data)."""
+        if self.model is None:
+            raise ConfigError(f"{self.arch}: a {FORMAT} record needs the data the child was trained on (a "
+                              f"ModelRecord), got a {self.format} record without one")
+        preprocessing = Preprocessing.of(self.model.data, self.resolution)
+        return {"format": FORMAT, "model": self.model.to_dict(), "arch": self.arch, "dims": dict(self.dims),
+                "resolution": self.resolution, "preprocessing": preprocessing.to_dict(),
+                "metrics": dict(self.metrics), "files": list(FILES)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "<dict>") -> ChildRecord:
-        if values.get("format") not in FORMATS:
-            raise ConfigError(f"{source}: format must be one of {list(FORMATS)}, got {values.get('format')!r}")
-        required = [f for f in cls.__dataclass_fields__ if f not in ("preprocessing", "metrics")]
-        missing = [k for k in required if k not in values]
+        """Parse arch.json of any format; a missing key or a mismatched preprocessing is a ``ConfigError``."""
+        form = values.get("format")
+        if form not in FORMATS:
+            raise ConfigError(f"{source}: format must be one of {list(FORMATS)}, got {form!r}")
+        missing = [k for k in _KEYS[form] if k not in values]
         if missing:
-            raise ConfigError(f"{source}: a {values['format']} record needs the keys {required}; missing {missing}")
-        known = {k: values[k] for k in required}
-        preprocessing = values.get("preprocessing")
-        return cls(**known, preprocessing=None if preprocessing is None else Preprocessing.from_dict(preprocessing),
-                   metrics=dict(values.get("metrics") or {}))
+            raise ConfigError(f"{source}: a {form} record needs the keys {list(_KEYS[form])}; missing {missing}")
+        child = {"arch": values["arch"], "dims": dict(values["dims"]), "resolution": values["resolution"],
+                 "metrics": dict(values.get("metrics") or {})}
+        if form != FORMAT:
+            return cls(None, **child, legacy=LegacyModel.from_dict(values, source))
+        record = cls(ModelRecord.from_dict(values["model"], source), **child)
+        _check_preprocessing(record, values.get("preprocessing"), source)
+        return record
 
-    def space_and_arch(self, source: str = "<record>") -> tuple[SearchSpace, Arch]:
-        space = space_from_dict(dict(self.space), source=source, default_name=self.space_name)
+    def space_and_arch(self) -> tuple[SearchSpace, Arch]:
+        space = self.shape.space
         return space, space.arch(dict(self.dims))
 
 
+def _check_preprocessing(record: ChildRecord, stored: object, source: str) -> None:
+    """A /3 arch.json's preprocessing is derived from its model's data: a hand edit must not make them differ."""
+    derived = record.preprocessing
+    if stored is not None and derived is not None and stored != derived.to_dict():
+        raise ConfigError(f"{source}: preprocessing must follow model.data and the resolution, "
+                          f"expected {derived.to_dict()}, got {stored}")
+
+
 def save_child(
-    supernet: Supernet, arch: Arch, out_dir: str | os.PathLike[str],
-    data: Normalisation | None = None, metrics: Mapping[str, Any] | None = None,
+    supernet: Supernet, arch: Arch, out_dir: str | os.PathLike[str], data: DataInfo | DataSplits,
+    metrics: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export ``arch`` from ``supernet`` into a child folder (see the module docstring).
 
-    Without ``data`` (mean and std) the folder has no ``model.ts`` / ``model.pt2``: a program
-    that normalises needs the normalisation.
+    ``data`` (a ``DataInfo``, or the ``DataSplits`` it was trained on) is part of the record:
+    the programs normalise with its mean and std, and a later reader knows what the child expects.
     """
-    record = ChildRecord.of(supernet.space, arch, num_classes=supernet.num_classes, in_channels=supernet.in_channels,
-                            bn_layout=supernet.bn_layout, data=data, metrics=metrics)
-    return write_child(out_dir, supernet.export(arch), record)
+    info = data if isinstance(data, DataInfo) else DataInfo.of(data)
+    model = ModelRecord.of(supernet.space, info, supernet.bn_layout)
+    return write_child(out_dir, supernet.export(arch), ChildRecord.of(model, arch, metrics))
 
 
 def write_child(out_dir: str | os.PathLike[str], child: nn.Module, record: ChildRecord) -> Path:
@@ -151,20 +218,16 @@ def write_child(out_dir: str | os.PathLike[str], child: nn.Module, record: Child
     removed first and the new one written last, so no crash leaves a record pointing to
     missing or mismatched files.
     """
-    record = replace(record, format=FORMAT)
     metrics_text = _json_text(record.metrics, "metrics")
-    reference = _skeleton(record, *record.space_and_arch())
-    _load_weights(reference, child.state_dict(), f"the child of {record.arch!r}")
     record_text = _json_text(record.to_dict(), "record")
-    writers: dict[str, Callable[[BinaryIO], None]] = {}
-    if record.preprocessing is not None:
-        p = record.preprocessing
-        writers = build_programs(reference, p.mean, p.std, p.resolution, {ARCH_FILE: record_text})
+    reference = _skeleton(record)
+    _load_weights(reference, child.state_dict(), f"the child of {record.arch!r}")
+    p = record.preprocessing
+    assert p is not None  # to_dict refuses a record without a model; one with a model has a preprocessing
+    writers = build_programs(reference, p.mean, p.std, p.resolution, {ARCH_FILE: record_text})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / ARCH_FILE).unlink(missing_ok=True)
-    for stale in set(PROGRAM_FILES) - set(writers):
-        (out / stale).unlink(missing_ok=True)
     _replace(out / WEIGHTS_FILE, lambda f: torch.save(reference.state_dict(), f))
     for name, write in writers.items():
         _replace(out / name, write)
@@ -174,7 +237,7 @@ def write_child(out_dir: str | os.PathLike[str], child: nn.Module, record: Child
 
 
 def read_child_record(path: str | os.PathLike[str]) -> ChildRecord:
-    """The ``arch.json`` of a child folder, of either format."""
+    """The ``arch.json`` of a child folder, of any format."""
     folder = Path(path)
     if not folder.is_dir():
         raise ConfigError(f"child folder {folder} does not exist")
@@ -184,18 +247,19 @@ def read_child_record(path: str | os.PathLike[str]) -> ChildRecord:
         values = json.loads((folder / ARCH_FILE).read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{folder / ARCH_FILE}: malformed JSON: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{folder / ARCH_FILE} must hold a JSON object, got {type(values).__name__}")
     return ChildRecord.from_dict(values, source=str(folder / ARCH_FILE))
 
 
 def load_child(path: str | os.PathLike[str]) -> tuple[nn.Module, Arch, SearchSpace]:
-    """Rebuild a saved child in eval mode; returns (module, arch, space). Reads both formats."""
+    """Rebuild a saved child in eval mode; returns (module, arch, space). Reads every format."""
     folder = Path(path)
     record = read_child_record(folder)
-    source = str(folder / ARCH_FILE)
-    space, arch = record.space_and_arch(source)
+    space, arch = record.space_and_arch()
     if not (folder / WEIGHTS_FILE).is_file():
         raise ConfigError(f"{folder} is not a complete child folder: {WEIGHTS_FILE} is missing")
-    child = _skeleton(record, space, arch)
+    child = _skeleton(record)
     _load_weights(child, torch.load(folder / WEIGHTS_FILE, weights_only=True), str(folder / WEIGHTS_FILE))
     return child, arch, space
 
@@ -205,9 +269,10 @@ def with_preprocessing(child: nn.Module, preprocessing: Preprocessing) -> nn.Mod
     return PreprocessedChild(child, preprocessing.mean, preprocessing.std, preprocessing.resolution).eval()
 
 
-def _skeleton(record: ChildRecord, space: SearchSpace, arch: Arch) -> nn.Module:
+def _skeleton(record: ChildRecord) -> nn.Module:
     """A child of the record's shape (eval, CPU), with untrained weights."""
-    return build_supernet(space, record.num_classes, record.in_channels, bn_layout=record.bn_layout).export(arch).eval()
+    _, arch = record.space_and_arch()
+    return record.shape.build().export(arch).eval()
 
 
 def _load_weights(child: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:

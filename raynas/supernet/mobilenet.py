@@ -16,6 +16,7 @@ tables and existing checkpoints and exports are unchanged.
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ class MobileNetSupernet(Supernet):
         super().__init__(space, num_classes, in_channels)
         if bn_layout not in BN_LAYOUTS:
             raise ConfigError(f"unknown bn_layout {bn_layout!r}; valid layouts: {sorted(BN_LAYOUTS)}")
-        spec: MobileNetSpec = space.spec  # type: ignore[assignment]
+        spec = cast(MobileNetSpec, space.spec)
         self.spec = spec
         self.bn_layout = bn_layout
         stem_max = spec.stem.width[-1]
@@ -111,18 +112,22 @@ class MobileNetSupernet(Supernet):
         project = ConvBNAct(ElasticConv2d(max_mid, max_out, 1), ElasticBatchNorm2d(max_out, slots), "none")
         return InvertedResidual(expand, depthwise, se, project, stride, shortcut)
 
+    def stage_blocks(self) -> list[list[InvertedResidual]]:
+        """The blocks of every stage, typed: ``self.stages`` holds them as plain modules."""
+        return [[cast(InvertedResidual, b) for b in cast(nn.ModuleList, blocks)] for blocks in self.stages]
+
     # --- activation ---------------------------------------------------------------------
     def _apply_arch(self, arch: Arch) -> None:
-        self.stem.conv.set_active(out_channels=int(arch["stem_width"]))
+        _conv(self.stem.conv).set_active(out_channels=int(arch["stem_width"]))
         width_in = int(arch["stem_width"])
-        for i, (blocks, slots) in enumerate(zip(self.stages, self.slots)):
+        for i, (blocks, slots) in enumerate(zip(self.stage_blocks(), self.slots)):
             width = int(arch[f"s{i}_width"])
             for j in range(int(arch[f"s{i}_depth"])):
                 kernel, expand = int(arch[f"s{i}_b{j}_kernel"]), int(arch[f"s{i}_b{j}_expand"])
                 slot = slots.slot(kernel, expand, int(arch["resolution"]))
                 _activate_block(blocks[j], width_in, width, kernel, expand, slot)
                 width_in = width
-        self.head.conv.conv.set_active(out_channels=int(arch["head_width"]))
+        _conv(self.head.conv.conv).set_active(out_channels=int(arch["head_width"]))
 
     def _reset_arch(self) -> None:
         for module in self.modules():
@@ -132,7 +137,7 @@ class MobileNetSupernet(Supernet):
     def _forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
         x = self.stem(x)
         for i, blocks in enumerate(self.stages):
-            for block in blocks[: int(arch[f"s{i}_depth"])]:
+            for block in cast(nn.ModuleList, blocks)[: int(arch[f"s{i}_depth"])]:
                 x = block(x)
         return self.head(x)
 
@@ -141,16 +146,16 @@ class MobileNetSupernet(Supernet):
         width = int(arch["stem_width"])
         stem = _export_conv_bn(self.stem, self.in_channels)
         blocks: list[nn.Module] = []
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self.stage_blocks()):
             for block in stage[: int(arch[f"s{i}_depth"])]:
                 blocks.append(_export_block(block, width))
                 width = int(arch[f"s{i}_width"])
         head_width = int(arch["head_width"])
-        mix = None if self.head.mix is None else self.head.mix.export(head_width)
+        mix = None if self.head.mix is None else _linear(self.head.mix).export(head_width)
         features = head_width if mix is None else mix.out_features
         head = ClassifierHead(
             _export_conv_bn(self.head.conv, width), mix, self.spec.head.act, self.head.dropout.p,
-            self.head.classifier.export(features),
+            _linear(self.head.classifier).export(features),
         )
         return MobileNetChild(stem, nn.Sequential(*blocks), head)
 
@@ -171,17 +176,32 @@ class MobileNetChild(nn.Module):
 def _activate_block(block: InvertedResidual, width_in: int, width: int, kernel: int, expand: int, slot: int) -> None:
     mid = width_in * expand if block.expand is not None else width_in
     if block.expand is not None:
-        block.expand.conv.set_active(out_channels=mid)
-        block.expand.bn.set_active(slot=slot)
-    block.depthwise.conv.set_active(out_channels=mid, kernel_size=kernel)
-    block.depthwise.bn.set_active(slot=slot)
+        _conv(block.expand.conv).set_active(out_channels=mid)
+        _bn(block.expand.bn).set_active(slot=slot)
+    _conv(block.depthwise.conv).set_active(out_channels=mid, kernel_size=kernel)
+    _bn(block.depthwise.bn).set_active(slot=slot)
     if block.se is not None:
-        block.se.reduce.set_active(out_channels=se_channels(mid))
-        block.se.expand.set_active(out_channels=mid)
-    block.project.conv.set_active(out_channels=width)
-    block.project.bn.set_active(slot=slot)
+        _conv(block.se.reduce).set_active(out_channels=se_channels(mid))
+        _conv(block.se.expand).set_active(out_channels=mid)
+    _conv(block.project.conv).set_active(out_channels=width)
+    _bn(block.project.bn).set_active(slot=slot)
     if block.shortcut is not None and block.shortcut.conv is not None:
-        block.shortcut.conv.set_active(out_channels=width)
+        _conv(block.shortcut.conv).set_active(out_channels=width)
+
+
+# The supernet builds its ``ConvBNAct``, ``SqueezeExcite``, ``StageShortcut`` and
+# ``ClassifierHead`` parts from elastic modules, but blocks.py types those parts as plain
+# ``nn.Module``s (an exported child holds plain ``nn`` layers there); these name the elastic type.
+def _conv(module: nn.Module | None) -> ElasticConv2d:
+    return cast(ElasticConv2d, module)
+
+
+def _bn(module: nn.Module) -> ElasticBatchNorm2d:
+    return cast(ElasticBatchNorm2d, module)
+
+
+def _linear(module: nn.Module) -> ElasticLinear:
+    return cast(ElasticLinear, module)
 
 
 def _elastic_shortcut(stage: StageSpec, widths_in: tuple[int, ...]) -> StageShortcut:
@@ -217,24 +237,24 @@ def with_stage_skip(space: SearchSpace, enabled: bool = True) -> SearchSpace:
 
 
 def _export_conv_bn(layer: ConvBNAct, in_channels: int) -> ConvBNAct:
-    conv = layer.conv.export(in_channels)
-    exported = ConvBNAct(conv, layer.bn.export(conv.out_channels), "none")
+    conv = _conv(layer.conv).export(in_channels)
+    exported = ConvBNAct(conv, _bn(layer.bn).export(conv.out_channels), "none")
     exported.act = layer.act.__class__()
     return exported
 
 
 def _export_block(block: InvertedResidual, width_in: int) -> InvertedResidual:
     expand = None if block.expand is None else _export_conv_bn(block.expand, width_in)
-    mid = width_in if expand is None else expand.conv.out_channels
+    mid = width_in if block.expand is None else _conv(block.expand.conv).out_channels
     depthwise = _export_conv_bn(block.depthwise, mid)
     se = None
     if block.se is not None:
-        reduce = block.se.reduce.export(mid)
-        se = SqueezeExcite(reduce, block.se.expand.export(reduce.out_channels))
+        reduce = _conv(block.se.reduce).export(mid)
+        se = SqueezeExcite(reduce, _conv(block.se.expand).export(reduce.out_channels))
     project = _export_conv_bn(block.project, mid)
     shortcut = None
     if block.shortcut is not None:
-        width = project.conv.out_channels
-        conv = block.shortcut.conv.export(width_in) if width != width_in else None
+        width = _conv(block.project.conv).out_channels
+        conv = _conv(block.shortcut.conv).export(width_in) if width != width_in else None
         shortcut = StageShortcut(block.shortcut.stride, conv)
     return InvertedResidual(expand, depthwise, se, project, block.stride, shortcut)

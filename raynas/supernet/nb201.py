@@ -7,6 +7,9 @@ Every cell of a child uses the same cell architecture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -32,7 +35,7 @@ class Zero(nn.Module):
 
 
 def make_op(name: str, channels: int) -> nn.Module:
-    builders = {
+    builders: dict[str, Callable[[], nn.Module]] = {
         "none": Zero,
         "skip_connect": nn.Identity,
         "nor_conv_1x1": lambda: ReLUConvBN(channels, channels, 1),
@@ -49,10 +52,16 @@ class Cell(nn.Module):
         super().__init__()
         self.edges = edges
 
+    def op(self, edge: str, op: str) -> nn.Module:
+        """The module of candidate ``op`` on ``edge``."""
+        return cast(nn.ModuleDict, self.edges[edge])[op]
+
     def forward(self, x: torch.Tensor, ops: dict[str, str]) -> torch.Tensor:
         nodes = [x]
         for j in range(1, 4):
-            nodes.append(sum(self.edges[edge_name(i, j)][ops[edge_name(i, j)]](nodes[i]) for i in range(j)))
+            # every node has at least one incoming edge, so the sum is a tensor
+            node = sum(self.op(edge_name(i, j), ops[edge_name(i, j)])(nodes[i]) for i in range(j))
+            nodes.append(cast(torch.Tensor, node))
         return nodes[3]
 
 
@@ -112,7 +121,7 @@ class NB201Supernet(Supernet):
 
     def __init__(self, space: SearchSpace, num_classes: int, in_channels: int = 3, bn_layout: str = "private") -> None:
         super().__init__(space, num_classes, in_channels)
-        self.spec: NB201Spec = space.spec  # type: ignore[assignment]
+        self.spec = cast(NB201Spec, space.spec)
         self.bn_layout = "private"  # every op owns its BN by construction
         ops = {edge_name(i, j): self.spec.ops for i, j in EDGES}
         self.network = NB201Network(self.spec, num_classes, in_channels, ops)

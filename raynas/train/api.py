@@ -20,10 +20,10 @@ from raynas.errors import ConfigError, DataError, TrainingError
 from raynas.logs import get_logger
 from raynas.ray_env import check_resources, ensure_ray, started_locally
 from raynas.space import Arch, SearchSpace
-from raynas.model_record import DataInfo, ModelRecord
+from raynas.model_record import ModelRecord
 from raynas.train.checkpoint import META_FILE, latest_checkpoint, model_record, read_meta, read_state
 from raynas.train.config import TrainConfig
-from raynas.train.data_feed import pack_splits, pack_stream
+from raynas.train.data_feed import pack_splits, pack_stream, packed_model
 from raynas.train.loop import PROGRESS_FILE, STARTS_FILE, progress_line, train_loop
 from raynas.train.modes import same_schedule_so_far
 
@@ -101,7 +101,7 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
     if not re.fullmatch(r"[\w.-]+", name):
         raise TrainingError(f"run name must use letters, digits, '.', '_' or '-', got {name!r}")
     storage = Path(out_dir).resolve()
-    record = ModelRecord.of(space, DataInfo.from_dict(packed["info"]), config.bn_layout)
+    record = packed_model(space, packed, config.bn_layout)
     loop_config = {
         "train": config.to_dict(), "model": record, "data_ref": ray.put(packed), "use_gpu": scaling.use_gpu, "run_name": name, "fixed_arch": fixed_arch,
         "fault": fault, "local_dir": str(storage / name) if scaling.num_workers == 0 else None,

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from raynas.errors import ConfigError
+from raynas.sampling import SAMPLINGS
 from raynas.supernet.mobilenet import BN_LAYOUTS
 
 MODES = ("bn_only", "full")
 SCHEDULES = ("cosine", "exp_decay_const", "constant")
 CLASSIFIER_MODES = ("frozen", "trainable")
-SAMPLINGS = ("sandwich", "uniform")
 GRAD_SYNCS = ("step", "member")
 AMPS = ("off", "bf16")
 

@@ -12,12 +12,15 @@ import torch
 
 from raynas.data import DataSplits, FileSet, StreamSplits, augment, to_model_input
 from raynas.data.streaming import epoch_order, sampler_order, stream_batches
-from raynas.train.checkpoint import DataInfo
+from raynas.model_record import DataInfo, ModelRecord
+from raynas.space import SearchSpace
 
 Batch = tuple[int, torch.Tensor, torch.Tensor]
+Packed = dict[str, Any]
+"""What ``pack_splits`` or ``pack_stream`` gives: arrays or a file list, and the data's ``"info"``."""
 
 
-def pack_splits(data: DataSplits, train_images: int | None = None) -> dict[str, Any]:
+def pack_splits(data: DataSplits, train_images: int | None = None) -> Packed:
     """Numpy arrays for ``ray.put``: workers read them without copies."""
     n = len(data.train) if train_images is None else min(train_images, len(data.train))
     return {
@@ -29,7 +32,7 @@ def pack_splits(data: DataSplits, train_images: int | None = None) -> dict[str, 
     }
 
 
-def pack_stream(data: StreamSplits, train_images: int | None = None, with_val: bool = False) -> dict[str, Any]:
+def pack_stream(data: StreamSplits, train_images: int | None = None, with_val: bool = False) -> Packed:
     """The training file list (no image) for ``ray.put``; validation images only where the loop scores them."""
     n = len(data.train) if train_images is None else min(train_images, len(data.train))
     val = data.val if with_val else None
@@ -42,11 +45,22 @@ def pack_stream(data: StreamSplits, train_images: int | None = None, with_val: b
     }
 
 
-def make_feed(packed: dict[str, Any], batch_size: int, rank: int, world: int, seed: int, augment: bool,
+def packed_model(space: SearchSpace, packed: Packed, bn_layout: str) -> ModelRecord:
+    """The record of a supernet of ``space`` trained on what was packed: the same description
+    (classes, channels, normalisation) its feed reads, so the two cannot disagree."""
+    return ModelRecord.of(space, packed_info(packed), bn_layout)
+
+
+def packed_info(packed: Packed) -> DataInfo:
+    """The description of the data ``pack_splits`` or ``pack_stream`` packed."""
+    return DataInfo.from_dict(packed["info"])
+
+
+def make_feed(packed: Packed, batch_size: int, rank: int, world: int, seed: int, augment: bool,
               device: torch.device) -> "ShardFeed | StreamFeed":
     """The feed for what ``pack_splits`` (in-memory images) or ``pack_stream`` (a file list) packed."""
     if "train_files" in packed:
-        return StreamFeed(DataInfo.from_dict(packed["info"]), batch_size, rank, world, seed, augment,
+        return StreamFeed(packed_info(packed), batch_size, rank, world, seed, augment,
                           packed["train_files"], tuple(packed["size"]), device)
     return ShardFeed.from_packed(packed, batch_size, rank, world, seed, augment, device)
 
@@ -84,11 +98,11 @@ class ShardFeed(_Feed):
     labels: torch.Tensor
 
     @classmethod
-    def from_packed(cls, packed: dict[str, Any], batch_size: int, rank: int, world: int, seed: int, augment: bool,
+    def from_packed(cls, packed: Packed, batch_size: int, rank: int, world: int, seed: int, augment: bool,
                     device: torch.device) -> "ShardFeed":
         images = torch.from_numpy(np.array(packed["train_images"])).to(device)
         labels = torch.from_numpy(np.array(packed["train_labels"])).to(device)
-        return cls(DataInfo.from_dict(packed["info"]), batch_size, rank, world, seed, augment, images, labels)
+        return cls(packed_info(packed), batch_size, rank, world, seed, augment, images, labels)
 
     def steps_per_epoch(self) -> int:
         return self._steps(len(self.labels))

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from raynas.model_record import ModelRecord
 from raynas.space import Arch, SearchSpace
-from raynas.supernet import build_supernet
 from raynas.train.config import TrainConfig
-from raynas.train.data_feed import ShardFeed
+from raynas.train.data_feed import ShardFeed, packed_model
 from raynas.train.loop import FixedChild, accuracy, run_epoch
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler
 from raynas.train.sandwich import Member
@@ -36,19 +36,19 @@ class ChildEpoch:
     child: nn.Module  # the plain exported module being trained (not a copy)
 
 
-def train_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
+def train_child(record: ModelRecord, arch: Arch, packed: dict[str, Any], config: TrainConfig,
                 device: str = "cpu", init_state: dict[str, Any] | None = None) -> Iterator[ChildEpoch]:
-    """Train ``arch`` on ``packed`` data (see ``pack_splits``), yielding after each epoch.
+    """Train ``arch``, a child of the supernet ``record`` describes, on ``packed`` data (see
+    ``pack_splits``), yielding after each epoch.
 
-    From scratch (seeded init), or from ``init_state`` (the child's state dict, e.g. weights
-    inherited from a trained supernet, for a fine-tune). A caller that stops early (an
-    early-stopping scheduler) simply stops iterating.
+    From scratch (init seeded by ``config.seed``), or from ``init_state`` (the child's state
+    dict, e.g. weights inherited from a trained supernet, for a fine-tune). A caller that stops
+    early (an early-stopping scheduler) simply stops iterating.
     """
     config = config.replace(mode="full", num_random=0)
-    info = packed["info"]
+    space = record.space
     started = time.perf_counter()
-    supernet = build_supernet(space, info["num_classes"], info["in_channels"], seed=config.seed, bn_layout=config.bn_layout)
-    child = supernet.export(arch)
+    child = record.build(seed=config.seed).export(arch)
     if init_state is not None:
         child.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()})
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
@@ -69,9 +69,12 @@ def train_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: 
 
 def fit_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
               device: str = "cpu") -> dict[str, Any]:
-    """Train ``arch`` for ``config.epochs`` epochs; returns its final val accuracy and cost."""
+    """Train ``arch`` of ``space`` for ``config.epochs`` epochs; returns its final val accuracy and cost.
+
+    The model is ``space`` on the packed data with ``config``'s BN layout (``packed_model``).
+    """
     last = None
-    for last in train_child(space, arch, packed, config, device):
+    for last in train_child(packed_model(space, packed, config.bn_layout), arch, packed, config, device):
         pass
     assert last is not None  # config.epochs >= 1 is validated by TrainConfig
     return {"arch": space.key(arch), "val_accuracy": last.val_accuracy, "train_loss": last.train_loss,

@@ -119,6 +119,6 @@ def test_bignas_mode_deploys_calibrated_children_without_retraining(ray_local, t
     assert len(calibrated) >= 2 and set(calibrated["split"]) == {"val"} and calibrated["arch"].is_unique
     record = json.loads(open(f"{summary['models'][0]['model']}/arch.json").read())
     assert re.fullmatch(r"calibrated on \d+ images \((grid|perturb)\), fine-tuned 1 epochs", record["metrics"]["how"])
-    assert record["space"].get("stage_skip") is True  # BigNAS's stage-transition skips travel with the model
+    assert record["model"]["space"].get("stage_skip") is True  # BigNAS's stage-transition skips travel with the model
     child, arch, space = load_child(summary["models"][0]["model"])
     assert space.key(arch) == summary["models"][0]["arch"]

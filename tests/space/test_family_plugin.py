@@ -204,7 +204,9 @@ def test_bn_indicator_tables_equal_the_direct_walk(toy, net):
 
 def test_an_exported_child_loads_back_and_matches_the_supernet(toy, net, tmp_path):
     arch = toy.arch({"width": 6, "kernel": 1})
-    folder = save_child(net, arch, tmp_path / "child")
+    from tests.supernet.test_export import data_for
+
+    folder = save_child(net, arch, tmp_path / "child", data_for(net))
     child, loaded_arch, loaded_space = load_child(folder)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -8,12 +8,21 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from raynas.cost import CostModel
+from raynas.data import load_data
 from raynas.errors import ConfigError
+from raynas.model_record import DataInfo, ModelRecord
 from raynas.space import load_space, shipped_spaces
-from raynas.supernet import BATCHNORMS, ChildRecord, build_supernet, load_child, read_child_record, save_child
+from raynas.supernet import (
+    BATCHNORMS,
+    ChildRecord,
+    Preprocessing,
+    build_supernet,
+    load_child,
+    read_child_record,
+    save_child,
+)
 from raynas.supernet.export import write_child
 from raynas.supernet.mobilenet import BN_LAYOUTS
-from raynas.train import DataInfo
 
 # Input size for the equality check; large spaces run at a reduced resolution to keep the test fast.
 TEST_RESOLUTION = {"bignas_imagenet": 48, "ofa_mbv3": 48}
@@ -30,6 +39,12 @@ def randomise_bn(net: torch.nn.Module, seed: int = 0) -> None:
                 for t in (m.weight, m.bias, m.running_mean):
                     t.copy_(torch.randn(t.shape, generator=gen) * 0.5 + (1.0 if t is m.weight else 0.0))
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+
+
+def data_for(net) -> DataInfo:
+    """A data description that fits ``net``'s classes and channels: what saving one of its children needs."""
+    channels = net.in_channels
+    return DataInfo("synthetic", net.num_classes, channels, 16, (0.5,) * channels, (0.25,) * channels)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +112,7 @@ def test_saved_child_reloads_with_same_outputs(tmp_path, name):
     randomise_bn(net)
     net.eval()
     arch = space.sample(11)
-    save_child(net, arch, tmp_path / "child")
+    save_child(net, arch, tmp_path / "child", data_for(net))
     child, loaded_arch, loaded_space = load_child(tmp_path / "child")
     assert loaded_arch == arch and loaded_space.name == space.name
     size = space.resolution(arch)
@@ -143,7 +158,7 @@ def test_active_child_is_scoped_and_restored(cifar_net):
                 pass
 
 
-# --- the shipped folder (raynas-child/2) ------------------------------------------------------
+# --- the shipped folder (raynas-child/3) ------------------------------------------------------
 DIGITS = DataInfo("digits", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.375,), hflip=False)
 
 
@@ -160,43 +175,78 @@ def test_saved_child_with_data_is_a_complete_folder_that_matches_the_supernet(ti
     out = save_child(tiny_net, arch, tmp_path / "child", data=DIGITS, metrics={"accuracy": 0.5, "split": "val"})
     assert {p.name for p in out.iterdir()} == {"arch.json", "weights.pt", "metrics.json", "model.ts", "model.pt2"}
     record = json.loads((out / "arch.json").read_text())
-    assert record["format"] == "raynas-child/2" and record["arch"] == space.key(arch)
+    assert record["format"] == "raynas-child/3" and record["arch"] == space.key(arch)
+    assert set(record) == {"format", "model", "arch", "dims", "resolution", "preprocessing", "metrics", "files"}
+    assert record["model"] == ModelRecord.of(space, DIGITS, "private").to_dict()  # classes, channels, space: once
+    assert read_child_record(out).model == ModelRecord.of(space, DIGITS, "private")
     assert record["preprocessing"] == {"mean": [0.3], "std": [0.375], "resolution": arch["resolution"],
                                        "in_channels": 1, "interpolation": "bilinear", "antialias": True,
                                        "input_scale": "uint8/255"}
     assert record["metrics"] == json.loads((out / "metrics.json").read_text()) == {"accuracy": 0.5, "split": "val"}
-    assert (record["num_classes"], record["bn_layout"]) == (10, "private")
     child, loaded_arch, _ = load_child(out)
     x = torch.randn(3, 1, arch["resolution"], arch["resolution"])
     with torch.no_grad(), tiny_net.activated(arch):
         assert loaded_arch == arch and torch.equal(child(x), tiny_net(x))
 
 
-def test_rewriting_a_folder_leaves_no_stale_programs(tiny_net, tmp_path):
+def test_rewriting_a_folder_replaces_the_child(tiny_net, tmp_path):
     space = tiny_net.space
     save_child(tiny_net, space.max(), tmp_path / "child", data=DIGITS)
-    save_child(tiny_net, space.min(), tmp_path / "child")  # no data: no programs
-    assert not (tmp_path / "child" / "model.ts").exists() and not (tmp_path / "child" / "model.pt2").exists()
-    assert read_child_record(tmp_path / "child").preprocessing is None
+    save_child(tiny_net, space.min(), tmp_path / "child", data=DIGITS)
+    assert read_child_record(tmp_path / "child").arch == space.key(space.min())
     assert load_child(tmp_path / "child")[1] == space.min()
+
+
+def test_saving_from_loaded_splits_records_their_description(tmp_path):
+    data = load_data("synthetic", seed=0)
+    net = build_supernet(load_space("tiny"), data.num_classes, data.channels, seed=2).eval()
+    out = save_child(net, net.space.min(), tmp_path / "child", data)
+    assert read_child_record(out).model.data == DataInfo.of(data)
+
+
+def old_folder_loads(net, arch, folder, record: dict):
+    """Write a child folder of an older format by hand (weights and ``record``); it loads to the same child."""
+    folder.mkdir()
+    torch.save(net.export(arch).state_dict(), folder / "weights.pt")
+    (folder / "arch.json").write_text(json.dumps(record))
+    child, loaded_arch, _ = load_child(folder)
+    x = torch.randn(2, 1, arch["resolution"], arch["resolution"])
+    with torch.no_grad():
+        assert loaded_arch == arch and torch.equal(child(x), net(x, arch))
+    return child
 
 
 def test_version_1_folder_still_loads(tiny_net, tmp_path):
     space = tiny_net.space
     arch = space.sample(3)
     folder = tmp_path / "v1"
-    folder.mkdir()
-    torch.save(tiny_net.export(arch).state_dict(), folder / "weights.pt")
-    (folder / "arch.json").write_text(json.dumps({
+    old_folder_loads(tiny_net, arch, folder, {
         "format": "raynas-child/1", "space": space.definition, "space_name": space.name, "arch": space.key(arch),
         "dims": arch.to_dict(), "resolution": space.resolution(arch), "num_classes": 10, "in_channels": 1,
-        "bn_layout": "private"}))
-    child, loaded_arch, _ = load_child(folder)
-    x = torch.randn(2, 1, arch["resolution"], arch["resolution"])
-    with torch.no_grad():
-        assert loaded_arch == arch and torch.equal(child(x), tiny_net(x, arch))
+        "bn_layout": "private"})
     record = read_child_record(folder)
     assert record.format == "raynas-child/1" and record.preprocessing is None and record.metrics == {}
+    assert record.model is None  # no data description: nothing to make a ModelRecord of
+
+
+def version_2_record(space, arch) -> dict:
+    """An arch.json as the raynas-child/2 exporter wrote it: the model's fields flat, beside the child's."""
+    return {"format": "raynas-child/2", "space": space.definition, "space_name": space.name, "arch": space.key(arch),
+            "dims": arch.to_dict(), "resolution": space.resolution(arch), "num_classes": 10, "in_channels": 1,
+            "bn_layout": "private", "preprocessing": Preprocessing.of(DIGITS, space.resolution(arch)).to_dict(),
+            "metrics": {"accuracy": 0.5}, "files": ["weights.pt", "metrics.json", "model.ts", "model.pt2"]}
+
+
+def test_version_2_folder_still_loads(tiny_net, tmp_path):
+    space = tiny_net.space
+    arch = space.sample(4)
+    folder = tmp_path / "v2"
+    child = old_folder_loads(tiny_net, arch, folder, version_2_record(space, arch))
+    record = read_child_record(folder)
+    assert record.format == "raynas-child/2" and record.model is None and record.metrics == {"accuracy": 0.5}
+    assert record.preprocessing == Preprocessing.of(DIGITS, arch["resolution"])
+    with pytest.raises(ConfigError, match="a raynas-child/3 record needs the data the child was trained on"):
+        write_child(tmp_path / "again", child, record)
 
 
 def test_bad_child_folders_are_clear_errors(tiny_net, tmp_path):
@@ -205,15 +255,32 @@ def test_bad_child_folders_are_clear_errors(tiny_net, tmp_path):
     with pytest.raises(ConfigError, match="is not a raynas child folder: arch.json is missing"):
         load_child(tmp_path)
     (tmp_path / "arch.json").write_text(json.dumps({"format": "raynas-child/9"}))
-    rule = r"format must be one of \['raynas-child/1', 'raynas-child/2'\], got 'raynas-child/9'"
+    rule = r"format must be one of \['raynas-child/1', 'raynas-child/2', 'raynas-child/3'\], got 'raynas-child/9'"
     with pytest.raises(ConfigError, match=rule):
         load_child(tmp_path)
     space = tiny_net.space
-    record = ChildRecord.of(space, space.min(), num_classes=10, in_channels=1, bn_layout="private", data=DIGITS)
+    record = ChildRecord.of(ModelRecord.of(space, DIGITS), space.min())
     with pytest.raises(ConfigError, match="weights must match the recorded architecture"):
         write_child(tmp_path / "wrong", tiny_net.export(space.max()), record)
     assert not (tmp_path / "wrong" / "arch.json").exists()
     with pytest.raises(ConfigError, match="metrics must be JSON-serialisable"):
-        save_child(tiny_net, space.min(), tmp_path / "bad_metrics", metrics={"model": object()})
+        save_child(tiny_net, space.min(), tmp_path / "bad_metrics", DIGITS, metrics={"model": object()})
     with pytest.raises(ConfigError, match=r"one value per input channel \(1\), got mean=\[0.1, 0.2, 0.3\]"):
         save_child(tiny_net, space.min(), tmp_path / "x", data=DataInfo("d", 10, 1, 8, (0.1, 0.2, 0.3), (1, 1, 1)))
+
+
+def test_a_hand_edited_version_3_record_is_a_clear_error(tiny_net, tmp_path):
+    space = tiny_net.space
+    out = save_child(tiny_net, space.min(), tmp_path / "child", DIGITS)
+    values = json.loads((out / "arch.json").read_text())
+    (out / "arch.json").write_text(json.dumps({**values, "preprocessing": {**values["preprocessing"], "mean": [0.5]}}))
+    with pytest.raises(ConfigError, match=r"preprocessing must follow model.data and the resolution"):
+        read_child_record(out)
+    del values["model"]
+    (out / "arch.json").write_text(json.dumps(values))
+    with pytest.raises(ConfigError, match=r"a raynas-child/3 record needs the keys .*; missing \['model'\]"):
+        read_child_record(out)
+    (out / "arch.json").write_text(json.dumps({**values, "model": {**ModelRecord.of(space, DIGITS).to_dict(),
+                                                                    "data": {"spec": "digits"}}}))
+    with pytest.raises(ConfigError, match=r"model.data lacks key\(s\)"):
+        read_child_record(out)

@@ -115,7 +115,9 @@ def test_saved_child_loads_with_its_shortcuts(tmp_path):
     randomise(net, seed=5)
     net.eval()
     arch = space.sample(random.Random(1))
-    save_child(net, arch, tmp_path / "child")
+    from tests.supernet.test_export import data_for
+
+    save_child(net, arch, tmp_path / "child", data_for(net))
     child, loaded_arch, loaded_space = load_child(tmp_path / "child")
     assert loaded_arch == arch and loaded_space.spec.stage_skip
     x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(6))
