@@ -51,7 +51,7 @@ def expected_top_k_mean(scores: Sequence[float], truth: Sequence[float], k: int)
     return total / k
 
 
-def percentile_of(value: float, population: Sequence[float]) -> float:
+def percentile_of(value: float, population: Sequence[float] | np.ndarray) -> float:
     """Share of ``population`` (in %) at or below ``value``: 100 means no architecture is better."""
     return 100.0 * float(np.mean(np.asarray(population, dtype=float) <= value))
 

@@ -102,7 +102,8 @@ def _from_losses(losses: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return losses * signs
 
 
-def hypervolume(values: np.ndarray, directions: Sequence[str], reference: Sequence[float] | None = None) -> float:
+def hypervolume(values: np.ndarray, directions: Sequence[str],
+                reference: Sequence[float] | np.ndarray | None = None) -> float:
     """The volume that the rows of ``values`` dominate, bounded by ``reference``.
 
     ``reference`` is in the objectives' own units (default: ``reference_point(values, directions)``).

@@ -9,6 +9,8 @@ quality"). A flag or argument given explicitly always wins; ``None`` means "use 
 
 from __future__ import annotations
 
+from typing import overload
+
 from raynas.errors import ConfigError
 from raynas.estimate import DEPTH_RULES
 from raynas.sampling import SAMPLINGS
@@ -50,6 +52,12 @@ def default_sampling(space: SearchSpace) -> str:
     gets ``FALLBACK_SAMPLING``.
     """
     return family(space.family).default_sampling or FALLBACK_SAMPLING
+
+
+@overload
+def resolve_depth_rule(depth_rule: str | None, space: SearchSpace) -> str: ...
+@overload
+def resolve_depth_rule(depth_rule: str | None, space: SearchSpace | None) -> str | None: ...
 
 
 def resolve_depth_rule(depth_rule: str | None, space: SearchSpace | None) -> str | None:

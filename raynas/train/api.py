@@ -300,6 +300,6 @@ def _unwrap(err: Exception, run_dir: Path) -> Exception:
         detail = re.findall(r"DataError: ([^\n]*)", message)
         return DataError(f"{detail[-1] if detail else message} ({where})")
     if "TrainingError" in message or isinstance(err, TrainingError):
-        detail = re.search(r"non-finite loss[^\n]*", message)
-        return TrainingError(f"{detail.group(0) if detail else message} ({where})")
+        found = re.search(r"non-finite loss[^\n]*", message)
+        return TrainingError(f"{found.group(0) if found else message} ({where})")
     return TrainingError(f"training failed: {message.strip().splitlines()[-1] if message.strip() else err!r} ({where})")

@@ -60,7 +60,8 @@ def zero_init_residual_gamma(model: nn.Module) -> int:
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Weight decay on conv/linear weights only; BN parameters and biases get none."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
