@@ -231,8 +231,8 @@ class RoundSummary:
     trials: int
     free: tuple[str, ...]
     fixed: dict[str, Any]
-    best_tau: float
-    """The round's best value of the metric (``MIPConfig.metric``: tau or rho)."""
+    best_score: float
+    """The round's best value of the configured metric (``MIPConfig.metric``: tau or rho)."""
     seconds: float
     decision: PruneDecision | None = None
 
@@ -452,14 +452,14 @@ class _Loop:
 
     def _summarise(self, round_index: int, rows: list[dict[str, Any]], free: list[str], fixed: Setting,
                    decision: PruneDecision | None, seconds: float) -> None:
-        taus = [r[self.mip.column] for r in rows if r["status"] == OK]
+        scores = [r[self.mip.column] for r in rows if r["status"] == OK]
         summary = RoundSummary(round_index, len(rows), tuple(free), dict(fixed),
-                               max(taus) if taus else float("nan"), seconds, decision)
+                               max(scores) if scores else float("nan"), seconds, decision)
         self.summaries.append(summary)
         if self.verbose:
             fixed_now = f"; fixes {decision.param}={decision.value}" if decision else ""
             logger.info(f"bpe round {round_index + 1}/{self.mip.rounds}: {len(rows)} trials over {list(free)}, "
-                        f"best {self.mip.metric} {summary.best_tau:.3f}, {format_seconds(seconds)}{fixed_now}"
+                        f"best {self.mip.metric} {summary.best_score:.3f}, {format_seconds(seconds)}{fixed_now}"
                         f"{self._eta(round_index)}")
 
     def _eta(self, round_index: int) -> str:

@@ -156,6 +156,12 @@ def write_proxy_rows(path: Path, rows: Sequence[Row]) -> None:
     os.replace(tmp, path)
 
 
+def proxy_identity(space: SearchSpace, data_name: str, setting: ProxySetting) -> Row:
+    """The ``IDENTITY`` values of rows trained on ``data_name`` under ``setting``: rows with equal
+    values need no training again, and a proxy search with other values is another search."""
+    return {"space": space.name, "data": data_name, **setting.to_dict()}
+
+
 def _same_proxy(frame: pd.DataFrame, identity: Row) -> pd.Series:
     mask = pd.Series(True, index=frame.index)
     for column in IDENTITY:
@@ -188,7 +194,7 @@ def proxy_evaluate(
     if not keys:
         raise ConfigError("no architectures to evaluate")
     proxy = proxy_child_space(space, setting)
-    identity = {"space": space.name, "data": data if isinstance(data, str) else data.name, **setting.to_dict()}
+    identity = proxy_identity(space, data if isinstance(data, str) else data.name, setting)
     path = Path(out_dir) / PROXY_FILE
     stored = read_proxy_rows(out_dir)
     done = set(stored.loc[_same_proxy(stored, identity), "arch"])

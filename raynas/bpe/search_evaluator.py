@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raynas.bpe.proxy import OK, proxy_child_space, proxy_evaluate
+from raynas.bpe.proxy import OK, proxy_child_space, proxy_evaluate, proxy_identity
 from raynas.bpe.proxy_setting import ProxySetting
 from raynas.data import DataSplits
 from raynas.search.pool import PoolConfig
@@ -55,7 +55,7 @@ def proxy_subject(space: SearchSpace, setting: ProxySetting, data: DataSplits,
     """The subject of a proxy search; its id changes with the space, the setting or the data, so a
     search resumed under another of them is refused (``run_identity``)."""
     proxy_child_space(space, setting)  # refuses a family the proxy cannot map
-    described = json.dumps({"space": space.name, "data": data.name, **setting.to_dict()}, sort_keys=True)
+    described = json.dumps(proxy_identity(space, data.name, setting), sort_keys=True)
     digest = hashlib.sha1(described.encode()).hexdigest()[:10]
     name = f"proxy@c{setting.channels}-n{setting.cells_per_stage}-r{setting.resolution}-e{setting.epochs}-{digest}"
     return ProxySubject(space, DataInfo.of(data), setting, name, None if setting_file is None else Path(setting_file))

@@ -92,6 +92,8 @@ def test_cli_search_ranks_by_the_proxy_and_resumes_without_retraining(ray_local,
     setting_file.write_text(setting_file.read_text().replace("epochs: 1", "epochs: 2"))
     assert main(_args(setting_file, out, "--trials", "9")) == 2  # another proxy is another search
     assert "checkpoint_id" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(read_proxy_rows(out / PROXY_FOLDER), again)  # refused before it wrote anything
+    pd.testing.assert_frame_equal(_rows(out), rows)
 
 
 def test_python_search_with_a_proxy_subject(ray_local, tmp_path):
