@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -198,7 +198,7 @@ def proxy_evaluate(
     path = Path(out_dir) / PROXY_FILE
     stored = read_proxy_rows(out_dir)
     done = set(stored.loc[_same_proxy(stored, identity), "arch"])
-    rows = stored.astype(object).where(stored.notna(), None).to_dict("records")
+    rows = cast(list[Row], stored.astype(object).where(stored.notna(), None).to_dict("records"))
     todo = [k for k in keys if k not in done]
     if todo:
         splits = load_data(data, seed=setting.seed) if isinstance(data, str) else data

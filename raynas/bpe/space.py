@@ -244,11 +244,11 @@ class BPESpace:
         space = self.target_space
         if count is None and isinstance(self.reference_archs, tuple):
             return [space.arch(key) for key in self.reference_archs]
-        count = count if count is not None else self.reference_archs
-        if not isinstance(count, int) or count < 2:
+        wanted = count if count is not None else self.reference_archs
+        if not isinstance(wanted, int) or wanted < 2:
             raise ConfigError(f"{self.source}: reference_archs must be a count >= 2 or a list of keys to sample "
-                              f"reference architectures, got {count!r}")
-        return sample_reference_archs(space, count, self.seed)
+                              f"reference architectures, got {wanted!r}")
+        return sample_reference_archs(space, wanted, self.seed)
 
 
 def sample_reference_archs(space: SearchSpace, count: int, seed: int = 0) -> list[Arch]:

@@ -122,7 +122,7 @@ def _trained_child(model: ModelRecord, result: TrainedChild) -> nn.Module:
     return child.eval()
 
 
-def _stored(store: ResultStore, stage: str) -> dict[tuple[float, str], tuple[int, float]]:
+def _stored(store: ResultStore, stage: str) -> dict[tuple[float | None, str], tuple[int, float]]:
     table = store.to_pandas()
     if not len(table):
         return {}

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,14 @@ class GroupedASHA(FIFOScheduler):
         super().__init__()
         self._group_of = group_of
         self._schedulers: dict[Any, ASHAScheduler] = {}
-        self._settings = {"time_attr": "epoch", "metric": metric, "mode": mode, "max_t": max_t,
-                          "grace_period": early_stopping.grace_epochs,
-                          "reduction_factor": early_stopping.reduction_factor}
+        self._new_scheduler = partial(ASHAScheduler, time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
+                                      grace_period=early_stopping.grace_epochs,
+                                      reduction_factor=early_stopping.reduction_factor)
 
     def _of(self, trial) -> ASHAScheduler:
         group = self._group_of[trial.config["arch"]]
         if group not in self._schedulers:
-            self._schedulers[group] = ASHAScheduler(**self._settings)
+            self._schedulers[group] = self._new_scheduler()
         return self._schedulers[group]
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -145,10 +146,10 @@ def train_on_tune(model: ModelRecord, archs: Sequence[str], packed: dict[str, An
     )
     grid = tuner.fit()
     trained = []
-    for result in grid:
-        if result.error is not None or not result.metrics:
+    for result in (grid[i] for i in range(len(grid))):
+        if result.error is not None or not result.metrics or not result.config:
             raise TrainingError(f"training {result.config.get('arch') if result.config else '?'} failed "
-                                f"in Tune run {storage / name}: {result.error}")
+                                f"in Tune run {storage / name}: {result.error or 'no result reported'}")
         weights = Path(result.checkpoint.path) / WEIGHTS_FILE if keep_weights and result.checkpoint else None
         trained.append(TrainedChild(result.config["arch"], float(result.metrics["val_accuracy"]),
                                     int(result.metrics["epoch"]), float(result.metrics["seconds"]), weights))

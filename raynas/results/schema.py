@@ -165,7 +165,7 @@ def _as_int(value: Any) -> int | None:
         if math.isnan(value):
             return None
         if float(value).is_integer():
-            return int(value)
+            return int(float(value))
         raise ValueError("not a whole number")
     raise TypeError(f"{type(value).__name__} is not an integer")
 

@@ -80,8 +80,7 @@ class Evaluator:
                 metrics = calibrate_and_evaluate(
                     self.supernet, arch, self.calib, self.val, self.info.mean, self.info.std, self.calibration
                 )
-                metrics = {**metrics, "split": "val"}
-                rows.append(self._row(arch, metrics, "calibrate", time.perf_counter() - started))
+                rows.append(self._row(arch, {**metrics, "split": "val"}, "calibrate", time.perf_counter() - started))
             except Exception as err:  # recorded as a failed row, never dropped
                 rows.append({"arch": _key_or_repr(self.space, values), "status": "failed", "evaluator": "calibrate",
                              "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}",

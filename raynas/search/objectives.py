@@ -6,10 +6,15 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
 
 from raynas.errors import ConfigError
 from raynas.results.objectives import CHEAP, OBJECTIVES
 
+Value = TypeVar("Value", float, np.ndarray)
+"""One cost, or an array of them (the prescreen checks many children at once)."""
 SEARCHABLE = tuple(name for name, o in OBJECTIVES.items() if o.searchable)
 """Objectives a search may optimise (the vocabulary is ``raynas.results.objectives``)."""
 
@@ -44,7 +49,7 @@ class Constraint:
             raise ConfigError(f"constraints apply to cheap objectives {list(CHEAP)} before scoring, got {name!r}")
         return cls(name, op, _finite(number, text))
 
-    def violation(self, value: float) -> float:
+    def violation(self, value: Value) -> Value:
         """Relative amount by which ``value`` breaks the constraint (<= 0 when feasible)."""
         scale = max(abs(self.limit), 1e-12)
         return (value - self.limit) / scale if self.op == "<=" else (self.limit - value) / scale
