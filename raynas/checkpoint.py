@@ -16,7 +16,7 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -24,9 +24,7 @@ from raynas.errors import ConfigError
 from raynas.model_record import DataInfo, ModelRecord
 from raynas.space import SearchSpace, space_from_dict
 from raynas.supernet import Supernet
-
-if TYPE_CHECKING:
-    from raynas.train.config import TrainConfig
+from raynas.train.config import TrainConfig  # the config module alone: no Ray Train, no training loop
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -58,8 +56,6 @@ def model_record(meta: dict[str, Any], source: str = META_FILE) -> ModelRecord:
     if missing:
         raise ConfigError(f"{source} lacks key(s) {missing} (and a {MODEL_KEY!r} record): "
                           "it is not a complete raynas checkpoint")
-    from raynas.train.config import TrainConfig  # lazy: raynas.train imports this module
-
     try:
         data = DataInfo.from_dict(meta["data"])
         bn_layout = TrainConfig.from_dict(meta["config"]).bn_layout
@@ -133,8 +129,6 @@ def checkpoint_id(path: Path, meta: dict[str, Any]) -> str:
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the supernet of a checkpoint, with its trained weights and BN state."""
-    from raynas.train.config import TrainConfig  # lazy: raynas.train imports this module
-
     folder = Path(path)
     meta = read_meta(folder)
     source = folder / META_FILE

@@ -65,3 +65,15 @@ def test_the_scan_sees_lazy_and_relative_imports():
               "    importlib.import_module('raynas.train.api')\n")
     expected = {"raynas.train", "raynas.train.config", "raynas.train.loop", "raynas.train.api"}
     assert expected <= imported_modules(source, "raynas.search")
+
+
+def test_raynas_train_loads_its_public_names_on_first_use():
+    import importlib
+
+    import raynas.train as train
+
+    assert sorted(train.__all__) == sorted(train._HOMES)  # one list of public names
+    for name in train.__all__:
+        assert getattr(train, name) is getattr(importlib.import_module(f"raynas.train.{train._HOMES[name]}"), name)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        train.nope  # noqa: B018

@@ -90,6 +90,15 @@ def test_a_checkpoint_writes_the_record_under_one_key(trained):
     assert load_checkpoint(trained[0]).model == record
 
 
+def test_reading_a_checkpoint_loads_no_training_machinery(trained):
+    """A search reads checkpoints without the training layer's Ray Train loop (issue 14, point 2)."""
+    code = ("import sys; from raynas.checkpoint import load_checkpoint; import raynas.search.study; "
+            f"loaded = load_checkpoint({str(trained[0])!r}); "
+            "print(sorted(m for m in sys.modules if m.startswith('raynas.train')), loaded.epoch)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("] ")[0] + "]" == "['raynas.train', 'raynas.train.config']", out
+
+
 def old_style(checkpoint: Path, out: Path) -> Path:
     """A copy of ``checkpoint`` whose meta.json has the flat shape written before the record."""
     run = out / "old"
