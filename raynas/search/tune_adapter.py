@@ -15,11 +15,12 @@ architecture, and what ``search`` calls a batch is the set of concurrent trials
 (``max_concurrent``). Every trial evaluates on the shared ``EvaluatorPool`` actors, whose
 handles reach the trainable through ``tune.with_parameters``: no trial builds a supernet.
 
-Cheap objectives act first: the define-by-run function computes FLOPs, params (and latency)
-in the driver and sets the Optuna constraints before the trial starts. An infeasible trial is
-never scored, yet still reports every objective (``OptunaSearch`` leaves a trial RUNNING when
-one is missing or NaN): the unscored objective reports ``PENALTY``, and its row is stored as
-``infeasible`` without it. A trial whose evaluation fails raises, so Tune marks it ERROR,
+What does not depend on the engine is ``raynas.search.runner.SearchRunner``'s, shared with
+``search``. Cheap objectives act first: the define-by-run function has the runner compute
+FLOPs, params (and latency) in the driver and set the Optuna constraints before the trial
+starts. An infeasible trial is never scored, yet still reports every objective
+(``OptunaSearch`` leaves a trial RUNNING when one is missing or NaN): the unscored objective
+reports ``PENALTY``, and its row is stored as ``infeasible`` without it. A trial whose evaluation fails raises, so Tune marks it ERROR,
 Optuna records FAIL and its row is stored as ``failed``. Rows are the ones ``search`` writes,
 in ``out_dir/results``, flushed every ``config.batch_size`` finished trials.
 
