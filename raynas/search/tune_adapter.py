@@ -20,9 +20,10 @@ What does not depend on the engine is ``raynas.search.runner.SearchRunner``'s, s
 FLOPs, params (and latency) in the driver and set the Optuna constraints before the trial
 starts. An infeasible trial is never scored, yet still reports every objective
 (``OptunaSearch`` leaves a trial RUNNING when one is missing or NaN): the unscored objective
-reports ``PENALTY``, and its row is stored as ``infeasible`` without it. A trial whose evaluation fails raises, so Tune marks it ERROR,
-Optuna records FAIL and its row is stored as ``failed``. Rows are the ones ``search`` writes,
-in ``out_dir/results``, flushed every ``config.batch_size`` finished trials.
+reports ``PENALTY``, and its row is stored as ``infeasible`` without it. A trial whose
+evaluation fails raises, so Tune marks it ERROR, Optuna records FAIL and its row is stored as
+``failed``. Rows are the ones ``search`` writes, in ``out_dir/results``, flushed every
+``config.batch_size`` finished trials.
 
 No architecture is evaluated twice, as in ``search``: every feasible trial asks one small actor
 (``EvaluateOnce``, no CPU) for its architecture's result; the first trial with a key submits
