@@ -83,6 +83,7 @@ from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
 from raynas.logs import format_seconds, get_logger
 from raynas.ray_env import check_resources, ensure_ray
+from raynas.results.schema import conform
 from raynas.search.samplers import make_sampler
 
 logger = get_logger(__name__)
@@ -104,6 +105,7 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("lr", pa.float64()),
         pa.field("channels", pa.int64()), pa.field("cells_per_stage", pa.int64()),  # standalone proxies only
         pa.field("weight_decay", pa.float64()), pa.field("augment", pa.bool_()),
+        pa.field("cutout", pa.int64()), pa.field("amp", pa.string()),
         pa.field("estimator", pa.string()), pa.field("seed", pa.int64()),
         pa.field("num_reference", pa.int64()), pa.field("train_images", pa.int64()),
         pa.field("tau", pa.float64()), pa.field("rho", pa.float64()), pa.field("cost_seconds", pa.float64()),
@@ -116,6 +118,8 @@ TRIAL_SCHEMA = pa.schema(
 )
 """One row per BPE trial, of either proxy kind (a kind leaves the other's hyper-parameters null).
 Versioned: a reader checks ``raynas.bpe.schema_version``."""
+ADDED_TRIAL_COLUMNS = {"cutout": None, "amp": None}
+"""Columns added to schema 2 later: null in a round file written before them."""
 
 Record = Mapping[str, Any]
 
@@ -279,7 +283,7 @@ def read_trials(out_dir: str | os.PathLike[str]) -> pa.Table:
         version = (t.schema.metadata or {}).get(b"raynas.bpe.schema_version", b"?").decode()
         if version != SCHEMA_VERSION:
             raise ConfigError(f"{f}: BPE trial schema version {version}, this raynas reads {SCHEMA_VERSION}")
-    return pa.concat_tables([t.cast(TRIAL_SCHEMA) for t in tables])
+    return pa.concat_tables([conform(t, TRIAL_SCHEMA, ADDED_TRIAL_COLUMNS) for t in tables])
 
 
 def write_round(trials_dir: Path, round_index: int, rows: Sequence[Record]) -> Path:

@@ -52,6 +52,7 @@ from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
 from raynas.logs import Progress, get_logger
 from raynas.ray_env import POLL_SECONDS, check_resources, ensure_ray
+from raynas.results.schema import conform
 from raynas.space import Arch, SearchSpace, family, space_from_dict
 from raynas.train import TrainConfig
 from raynas.train.data_feed import pack_splits
@@ -75,11 +76,14 @@ PROXY_SCHEMA = pa.schema(
         pa.field("channels", pa.int64()), pa.field("cells_per_stage", pa.int64()), pa.field("resolution", pa.int64()),
         pa.field("epochs", pa.int64()), pa.field("batch_size", pa.int64()), pa.field("lr", pa.float64()),
         pa.field("data_fraction", pa.float64()), pa.field("weight_decay", pa.float64()),
-        pa.field("augment", pa.bool_()), pa.field("seed", pa.int64()),
+        pa.field("augment", pa.bool_()), pa.field("cutout", pa.int64()), pa.field("amp", pa.string()),
+        pa.field("seed", pa.int64()),
     ],
     metadata={b"raynas.proxy.schema_version": SCHEMA_VERSION.encode()},
 )
 """One row per (architecture, proxy). Versioned: a reader checks ``raynas.proxy.schema_version``."""
+ADDED_SETTING_COLUMNS = {"cutout": 0, "amp": "off"}
+"""Setting keys added to schema 2 later, with the value every row written before them trained under."""
 
 Row = dict[str, Any]
 
@@ -103,7 +107,8 @@ def proxy_child_space(space: SearchSpace, setting: ProxySetting) -> SearchSpace:
 def proxy_train_config(setting: ProxySetting, train_images: int) -> TrainConfig:
     """Standalone training of one child under ``setting`` (``train_child`` forces full mode)."""
     return TrainConfig(mode="full", epochs=setting.epochs, batch_size=setting.batch_size, lr=setting.lr,
-                       weight_decay=setting.weight_decay, augment=setting.augment, seed=setting.seed,
+                       weight_decay=setting.weight_decay, augment=setting.augment, cutout=setting.cutout,
+                       amp=setting.amp, seed=setting.seed,
                        train_images=train_images, log_every_epoch=False)
 
 
@@ -146,7 +151,7 @@ def read_proxy_rows(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if version != SCHEMA_VERSION:
         raise ConfigError(f"{path}: proxy schema version {version}, this raynas reads {SCHEMA_VERSION}; "
                           "choose a new output folder")
-    return table.cast(PROXY_SCHEMA).to_pandas()
+    return conform(table, PROXY_SCHEMA, ADDED_SETTING_COLUMNS).to_pandas()
 
 
 def write_proxy_rows(path: Path, rows: Sequence[Row]) -> None:

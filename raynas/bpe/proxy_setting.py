@@ -14,6 +14,8 @@ which are the paper's released BPE1 setting mapped onto NAS-Bench-201::
     data_fraction: 1.0     # first fraction of the (seeded) training split
     weight_decay: 3.0e-4
     augment: true          # random crop and flip
+    cutout: 0              # side of the Cutout square in px (0: off)
+    amp: "off"             # "bf16": forwards and losses under bfloat16 autocast
     seed: 0                # init, batch order, and the train/val split
 
 ``load_proxy_setting`` also reads a ``bpe_result.json`` written by ``raynas bpe`` where its
@@ -35,6 +37,7 @@ from raynas.bpe.space import NATIVE, scale_width, standalone_families
 from raynas.errors import ConfigError
 from raynas.space import SearchSpace, family
 from raynas.space.reader import read_yaml
+from raynas.train.config import AMPS
 
 SUPERNET_ONLY = ("sandwich_size", "calib_images")
 """BPE hyper-parameters that only act on a supernet; a standalone proxy has nothing to map them to."""
@@ -58,6 +61,8 @@ class ProxySetting:
     data_fraction: float = 1.0
     weight_decay: float = 3e-4
     augment: bool = True
+    cutout: int = 0
+    amp: str = "off"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,7 +101,8 @@ class ProxySetting:
 
 KEYS = tuple(f.name for f in dataclasses.fields(ProxySetting))
 
-_INTEGERS = {"channels": 1, "cells_per_stage": 1, "resolution": 4, "epochs": 1, "batch_size": 1, "seed": 0}
+_INTEGERS = {"channels": 1, "cells_per_stage": 1, "resolution": 4, "epochs": 1, "batch_size": 1, "cutout": 0,
+             "seed": 0}
 """Integer key -> its minimum."""
 
 
@@ -106,6 +112,10 @@ def _checked(name: str, value: Any) -> Any:
     if name == "augment":
         if not isinstance(value, bool):
             raise ConfigError(f"augment must be true or false, {got}")
+        return value
+    if name == "amp":
+        if value not in AMPS:
+            raise ConfigError(f"amp must be one of {list(AMPS)}, {got} (quote \"off\": YAML reads off as false)")
         return value
     if name in _INTEGERS:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < _INTEGERS[name]:

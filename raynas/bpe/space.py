@@ -36,7 +36,8 @@ reference table (``mip.search_reference``). Otherwise every row of the reference
 ``proxy: standalone`` makes a trial the paper's: every reference architecture of an nb201
 space is trained on its own under the setting and ranked by its val top-1
 (``raynas.bpe.standalone``); its hyper-parameters are ``STANDALONE_HYPERPARAMETERS`` (channels,
-cells per stage, resolution, epochs, batch size, lr, data fraction, weight decay, augment).
+cells per stage, resolution, epochs, batch size, lr, data fraction, weight decay, augment,
+cutout, amp).
 
 **Proxy transforms of the space.** A space's widths and resolutions live in its YAML, so the
 ``width_multiplier`` and ``resolution`` proxies rewrite the space definition (``proxy_space``):
@@ -79,7 +80,7 @@ from raynas.search.samplers import SAMPLERS
 from raynas.space import Arch, SearchSpace, family, known_families, load_space, space_from_dict
 from raynas.space._family import family_part
 from raynas.space.reader import Node
-from raynas.train.config import MODES, TrainConfig
+from raynas.train.config import AMPS, MODES, TrainConfig
 
 NATIVE = "native"
 """The ``resolution`` choice that keeps the space's own resolutions."""
@@ -115,6 +116,8 @@ STANDALONE_HYPERPARAMETERS: dict[str, str] = {
     "data_fraction": "fraction of the training split used, numbers in (0, 1]",
     "weight_decay": "weight decay, numbers >= 0",
     "augment": "random crop and flip, true and/or false",
+    "cutout": "side of the Cutout square in px (0: off), integers >= 0",
+    "amp": "bfloat16 autocast, \"off\" and/or \"bf16\"",
 }
 """The hyper-parameters of a standalone proxy (``proxy: standalone``): ``ProxySetting``'s keys but the seed."""
 
@@ -362,6 +365,13 @@ def _booleans(node: Node) -> tuple[bool, ...]:
     return tuple(raw)
 
 
+def _amps(node: Node) -> tuple[str, ...]:
+    raw = _as_list(node)
+    if any(not isinstance(v, str) or v not in AMPS for v in raw):
+        raise node.error(f"every choice must be one of {list(AMPS)}, got {raw} (quote \"off\": YAML reads off as false)")
+    return node.choices(kind="str")
+
+
 def _as_list(node: Node) -> list[Any]:
     raw = node.value if isinstance(node.value, list) else [node.value]
     if not raw:
@@ -427,6 +437,8 @@ STANDALONE_PARSERS = {
     "data_fraction": lambda n: _numbers(n, 0.0, 1.0),
     "weight_decay": lambda n: _numbers(n, 0.0, low_open=False),
     "augment": _booleans,
+    "cutout": lambda n: n.choices(minimum=0),
+    "amp": _amps,
 }
 KIND_HYPERPARAMETERS = {"supernet": HYPERPARAMETERS, "standalone": STANDALONE_HYPERPARAMETERS}
 KIND_PARSERS = {"supernet": PARSERS, "standalone": STANDALONE_PARSERS}

@@ -22,6 +22,7 @@ from raynas.cli.common import (
     positive_int,
 )
 from raynas.cli.estimate_common import read_arch_file
+from raynas.train.config import AMPS
 
 if TYPE_CHECKING:  # the bpe package pulls in Ray Tune and scipy: load it only when the command runs
     import pandas as pd
@@ -37,9 +38,10 @@ SETTING_FLAGS: dict[str, tuple[Any, str]] = {
     "lr": (positive_float, "SGD learning rate (cosine schedule)"),
     "data_fraction": (positive_float, "fraction of the training split, in (0, 1]"),
     "weight_decay": (non_negative_float, "SGD weight decay"),
+    "cutout": (non_negative_int, "side of the Cutout square in px (0: off)"),
     "seed": (non_negative_int, "init, batch order and the train/val split"),
 }
-"""Setting key -> (argparse type, help); ``--augment/--no-augment`` is the boolean one."""
+"""Setting key -> (argparse type, help); ``--augment/--no-augment`` and ``--amp`` are added apart."""
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +61,7 @@ def add(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=text)
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                        help="random crop and flip while training")
+    group.add_argument("--amp", choices=list(AMPS), default=None, help="bf16: train under bfloat16 autocast")
     parser.add_argument("--cpus-per-arch", type=positive_float, default=1.0,
                         help="CPUs (and torch threads) per architecture's task")
     parser.add_argument("--gpu", action="store_true", help="one GPU per architecture")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
-    setting = setting.replace("command line", **{key: getattr(args, key) for key in (*SETTING_FLAGS, "augment")})
+    setting = setting.replace("command line", **{key: getattr(args, key) for key in (*SETTING_FLAGS, "augment", "amp")})
     proxy_child_space(space, setting)  # refuses a family it cannot map, before anything is read or trained
     archs = read_arch_file(args.archs, space)
     reference = None

@@ -1,4 +1,4 @@
-"""Batch transforms on uint8 tensors: normalise, resize to a child's resolution, augment."""
+"""Batch transforms on uint8 tensors: normalise, resize to a child's resolution, augment, cut out."""
 
 from __future__ import annotations
 
@@ -40,3 +40,21 @@ def augment(images: torch.Tensor, generator: torch.Generator, hflip: bool = True
     batch = torch.arange(n).view(n, 1, 1, 1)
     channel = torch.arange(images.shape[1]).view(1, -1, 1, 1)
     return padded[batch, channel, rows, cols]
+
+
+def cutout(images: torch.Tensor, generator: torch.Generator, size: int, fill: Sequence[int]) -> torch.Tensor:
+    """Cutout (DeVries and Taylor, 2017): one ``size`` x ``size`` square per image, centred on a
+    random pixel and clipped at the border, set to ``fill`` (per channel).
+
+    The paper zeroes the square after normalisation, that is, sets it to the data's mean; on
+    uint8 images that is ``fill`` = the mean in 0..255, which normalises to 0.
+    """
+    n, c, h, w = images.shape
+    cy = torch.randint(0, h, (n, 1), generator=generator)
+    cx = torch.randint(0, w, (n, 1), generator=generator)
+    low = size // 2
+    in_rows = ((torch.arange(h).view(1, -1) >= cy - low) & (torch.arange(h).view(1, -1) < cy - low + size))
+    in_cols = ((torch.arange(w).view(1, -1) >= cx - low) & (torch.arange(w).view(1, -1) < cx - low + size))
+    square = (in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w)).to(images.device)
+    value = torch.tensor(list(fill), dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+    return torch.where(square, value, images)

@@ -65,6 +65,15 @@ FIXED_COLUMNS = tuple(f.name for f in FIXED_FIELDS)
 REQUIRED_COLUMNS = tuple(f.name for f in FIXED_FIELDS if not f.nullable)
 
 
+def conform(table: pa.Table, schema: pa.Schema, added: Mapping[str, object]) -> pa.Table:
+    """``table`` in ``schema``'s columns and types; each column of ``added`` that a file written
+    before it was added lacks is filled with its value there (what every older row had, or None)."""
+    for name, value in added.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows, schema.field(name).type))
+    return table.select(schema.names).cast(schema)
+
+
 def dimension_type(choices: Sequence[Any]) -> pa.DataType:
     """int64 when every choice is an integer, string when every choice is text, else float64."""
     if all(isinstance(c, Integral) and not isinstance(c, bool) for c in choices):

@@ -35,6 +35,8 @@ class TrainConfig:
     grad_sync:   with several workers, "step" all-reduces the summed gradients once per
                  optimiser step; "member" once per child, as before (same update, more bytes;
                  kept to measure the difference).
+    cutout:      side in pixels of the square that Cutout sets to the data's mean in every
+                 training image (0: off); acts whether or not ``augment`` is on.
     amp:         "bf16" runs the forwards and losses under bfloat16 autocast; "off" in float32.
     channels_last: model and inputs in ``torch.channels_last`` memory format (faster convs on
                  GPUs with tensor cores; the same results up to rounding).
@@ -60,6 +62,7 @@ class TrainConfig:
     classifier: str = "frozen"
     bn_layout: str = "private"
     augment: bool = True
+    cutout: int = 0
     seed: int = 0
     train_images: int | None = None
     log_every_epoch: bool = True
@@ -80,8 +83,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_random < 0:
-            raise ConfigError(f"num_random must be >= 0, got {self.num_random}")
+        for name in ("num_random", "cutout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.sampling == "uniform" and self.num_random < 1:
             raise ConfigError("sampling='uniform' trains only random children: num_random must be >= 1")
         if self.lr <= 0 or self.kd_temperature <= 0:

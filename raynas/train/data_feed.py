@@ -4,13 +4,13 @@ or, for large data, a file list that each worker streams through Ray Data."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from raynas.data import DataSplits, FileSet, StreamSplits, augment, to_model_input
+from raynas.data import DataSplits, FileSet, StreamSplits, augment, cutout, to_model_input
 from raynas.data.streaming import epoch_order, sampler_order, stream_batches
 from raynas.model_record import DataInfo, ModelRecord
 from raynas.space import SearchSpace
@@ -57,12 +57,12 @@ def packed_info(packed: Packed) -> DataInfo:
 
 
 def make_feed(packed: Packed, batch_size: int, rank: int, world: int, seed: int, augment: bool,
-              device: torch.device) -> "ShardFeed | StreamFeed":
+              device: torch.device, cutout: int = 0) -> "ShardFeed | StreamFeed":
     """The feed for what ``pack_splits`` (in-memory images) or ``pack_stream`` (a file list) packed."""
     if "train_files" in packed:
         return StreamFeed(packed_info(packed), batch_size, rank, world, seed, augment,
-                          packed["train_files"], tuple(packed["size"]), device)
-    return ShardFeed.from_packed(packed, batch_size, rank, world, seed, augment, device)
+                          packed["train_files"], tuple(packed["size"]), device, cutout=cutout)
+    return ShardFeed.from_packed(packed, batch_size, rank, world, seed, augment, device, cutout)
 
 
 @dataclass
@@ -75,16 +75,23 @@ class _Feed:
     world: int
     seed: int
     augment: bool
+    cutout: int = field(default=0, kw_only=True)
 
     def _steps(self, count: int) -> int:
         return count // (self.batch_size * self.world)  # drop_last: every rank takes the same steps
 
     def _augmented(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        """``augment`` seeded by (seed, step, rank): a resumed run draws the same crops and flips."""
-        if not self.augment:
+        """``augment``, then ``cutout``, seeded by (seed, step, rank): a resumed run draws the same
+        crops, flips and squares."""
+        if not self.augment and not self.cutout:
             return images
         gen = torch.Generator().manual_seed(hash((self.seed, step, self.rank)) & 0x7FFFFFFF)
-        return augment(images.cpu(), gen, hflip=self.info.hflip).to(images.device)
+        out = images.cpu()
+        if self.augment:
+            out = augment(out, gen, hflip=self.info.hflip)
+        if self.cutout:
+            out = cutout(out, gen, self.cutout, [round(255 * m) for m in self.info.mean])
+        return out.to(images.device)
 
     def to_input(self, images: torch.Tensor, resolution: int) -> torch.Tensor:
         return to_model_input(images, self.info.mean, self.info.std, resolution)
@@ -99,10 +106,10 @@ class ShardFeed(_Feed):
 
     @classmethod
     def from_packed(cls, packed: Packed, batch_size: int, rank: int, world: int, seed: int, augment: bool,
-                    device: torch.device) -> "ShardFeed":
+                    device: torch.device, cutout: int = 0) -> "ShardFeed":
         images = torch.from_numpy(np.array(packed["train_images"])).to(device)
         labels = torch.from_numpy(np.array(packed["train_labels"])).to(device)
-        return cls(packed_info(packed), batch_size, rank, world, seed, augment, images, labels)
+        return cls(packed_info(packed), batch_size, rank, world, seed, augment, images, labels, cutout=cutout)
 
     def steps_per_epoch(self) -> int:
         return self._steps(len(self.labels))

@@ -94,7 +94,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else torch.device("cpu")
     packed = ray.get(loop_config["data_ref"])
-    feed = make_feed(packed, config.batch_size, rank, world, config.seed, config.augment, device)
+    feed = make_feed(packed, config.batch_size, rank, world, config.seed, config.augment, device, config.cutout)
     model, space = build_model(loop_config, config)
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     trainable = configure_trainable(model, config)

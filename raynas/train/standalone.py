@@ -53,7 +53,8 @@ def train_child(record: ModelRecord, arch: Arch, packed: dict[str, Any], config:
         child.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()})
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
     model = FixedChild(child.train()).to(device, memory_format=memory_format)
-    feed = ShardFeed.from_packed(packed, config.batch_size, 0, 1, config.seed, config.augment, torch.device(device))
+    feed = ShardFeed.from_packed(packed, config.batch_size, 0, 1, config.seed, config.augment, torch.device(device),
+                                 config.cutout)
     configure_trainable(model, config)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)

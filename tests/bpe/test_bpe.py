@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from raynas.bpe import (
@@ -26,7 +27,7 @@ from raynas.bpe import (
     trial_config,
     trial_objectives,
 )
-from raynas.bpe.mip import FIX_AT, best_value, round_searcher, write_round
+from raynas.bpe.mip import FIX_AT, TRIAL_SCHEMA, best_value, round_searcher, write_round
 from raynas.bpe.space import FIX_AT_CHOICES, MIPConfig
 from raynas.cli import main
 from raynas.errors import ArchError, ConfigError, SpaceError
@@ -317,6 +318,12 @@ def test_trial_rows_are_one_closed_parquet_file_per_round(tmp_path):
     table = read_trials(tmp_path).to_pandas()
     assert list(table["trial"]) == [0, 1, 2] and table["resolution"].isna().tolist() == [True, True, False]
     assert not list((tmp_path / "trials").glob(".tmp-*"))
+
+    first = tmp_path / "trials" / "round-000.parquet"  # as written before the cutout and amp columns
+    old = pq.read_table(first)
+    pq.write_table(old.drop(["cutout", "amp"]).replace_schema_metadata(old.schema.metadata), first)
+    again = read_trials(tmp_path)
+    assert again.schema == TRIAL_SCHEMA and again.column("cutout").null_count == 3
 
 
 # --- with Ray: one BN-only trial, then a whole MIP run -----------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -74,6 +75,9 @@ def test_setting_round_trips_and_takes_numpy_scalars():
     ("resolution: 2\n", r"resolution must be an integer >= 4, got 2"),
     ("data_fraction: 1.5\n", r"data_fraction must be a finite number in \(0, 1\], got 1.5"),
     ("augment: 1\n", r"augment must be true or false, got 1 \(int\)"),
+    ("cutout: -1\n", r"bad.yaml: cutout must be an integer >= 0, got -1"),
+    ("amp: off\n", r"amp must be one of \['off', 'bf16'\], got False \(bool\) \(quote \"off\": YAML reads off"),
+    ("amp: fp16\n", r"amp must be one of \['off', 'bf16'\], got 'fp16'"),
     ("[8, 2]\n", r"bad.yaml: a proxy setting must be a mapping of \['channels', .*\], got list"),
     ("channels: [8\n", r"bad.yaml: malformed YAML at line 2"),
 ])
@@ -198,13 +202,32 @@ def test_rows_and_resume_without_retraining(ray_local, tmp_path, nb201):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_cutout_and_bf16_train_and_rows_written_before_them_still_resume(ray_local, tmp_path, nb201):
+    keys = keys_of(nb201, 2, seed=5)
+    setting = ProxySetting(**TINY, cutout=3, amp="bf16")
+    rows = proxy_evaluate(nb201, keys, setting, "synthetic", tmp_path / "new")
+    assert rows["status"].eq("ok").all() and rows["proxy_accuracy"].between(0, 1).all()
+    assert rows["cutout"].eq(3).all() and rows["amp"].eq("bf16").all()
+
+    plain = ProxySetting(**TINY)
+    proxy_evaluate(nb201, keys, plain, "synthetic", tmp_path / "old")
+    path = tmp_path / "old" / PROXY_FILE
+    table = pq.read_table(path)
+    pq.write_table(table.drop(["cutout", "amp"]).replace_schema_metadata(table.schema.metadata), path)
+    stored = read_proxy_rows(tmp_path / "old")  # a file written before cutout and amp: it trained without them
+    assert stored["cutout"].eq(0).all() and stored["amp"].eq("off").all()
+    trained = []
+    again = proxy_evaluate(nb201, keys, plain, "synthetic", tmp_path / "old", on_row=trained.append)
+    assert not trained and sorted(again["arch"]) == sorted(keys)
+
+
 def test_cli_end_to_end_with_the_shipped_setting_and_a_reference(ray_local, cli_files, capsys, nb201):
     keys = (cli_files / "archs.txt").read_text().split()
     pd.DataFrame({"arch": keys}).to_parquet(cli_files / "archs.parquet")
     args = ["proxy", "nb201", "--archs", str(cli_files / "archs.parquet"), "--setting", str(SHIPPED),
             "--data", "synthetic", "--out", str(cli_files / "out"), "--reference", str(cli_files / "ref.csv"),
             "--accuracy-column", "true_acc", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()],
-            "--no-augment"]
+            "--no-augment", "--cutout=2"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert len(re.findall(r"proxy_accuracy \d", out)) == 3  # one progress line per trained architecture
@@ -213,6 +236,7 @@ def test_cli_end_to_end_with_the_shipped_setting_and_a_reference(ray_local, cli_
     rows = read_proxy_rows(cli_files / "out")
     assert sorted(rows["arch"]) == sorted(keys) and not rows["augment"].any() and rows["channels"].eq(4).all()
     assert rows["epochs"].eq(1).all() and rows["weight_decay"].eq(3e-4).all()  # flags win, the file fills the rest
+    assert rows["cutout"].eq(2).all() and rows["amp"].eq("off").all()
 
     assert main(args) == 0  # resumed: nothing left to train
     assert not re.findall(r"proxy_accuracy \d", capsys.readouterr().out)

@@ -47,6 +47,9 @@ def test_a_standalone_file_has_its_own_hyperparameters_and_defaults():
     assert bpe.free == ("channels", "epochs", "data_fraction")
     assert bpe.fixed["weight_decay"] == 3e-4  # left out: ProxySetting's default (the paper's BPE1)
     assert bpe.estimator_for(None) == "proxy_accuracy" and bpe.mip.column == "rho"
+    assert (bpe.fixed["cutout"], bpe.fixed["amp"]) == (0, "off")
+    searched = bpe_space_from_dict({**STANDALONE, "hyperparameters": {"cutout": [0, 4], "amp": ["off", "bf16"]}})
+    assert {"cutout", "amp"} <= set(searched.free)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -56,6 +59,8 @@ def test_a_standalone_file_has_its_own_hyperparameters_and_defaults():
      r"hyperparameters: unknown hyper-parameter\(s\) \['width_multiplier'\] for a standalone proxy; valid"),
     ({"hyperparameters": {"augment": [True, "yes"]}}, r"hyperparameters.augment: choices must be distinct true/false"),
     ({"hyperparameters": {"resolution": [2, 8]}}, r"hyperparameters.resolution: every choice must be >= 4"),
+    ({"hyperparameters": {"cutout": [-1, 4]}}, r"hyperparameters.cutout: every choice must be >= 0"),
+    ({"hyperparameters": {"amp": [False, "bf16"]}}, r"hyperparameters.amp: every choice must be one of \['off', 'bf16'\]"),
     ({"proxy": "both"}, r"proxy: must be one of \['supernet', 'standalone'\], got 'both'"),
     ({"mip": {"metric": "pearson"}}, r"mip: metric must be one of \['kendall_tau', 'spearman_rho'\], got 'pearson'"),
 ])

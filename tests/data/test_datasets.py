@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from raynas.data import augment, load_data, to_model_input
+from raynas.data import augment, cutout, load_data, to_model_input
 from raynas.data.sources import digits_source
 from raynas.errors import DataError
 
@@ -112,6 +112,22 @@ def test_transforms_resize_and_augment():
     assert batch.shape == data.train.images[:8].shape and batch.dtype == torch.uint8
     x = to_model_input(batch, data.mean, data.std, 12)
     assert x.shape == (8, 3, 12, 12) and abs(x.mean().item()) < 1.0
+
+
+def test_cutout_fills_one_clipped_square_per_image_and_leaves_the_rest():
+    images = torch.full((256, 3, 9, 9), 255, dtype=torch.uint8)
+    out = cutout(images, torch.Generator().manual_seed(0), 4, (10, 20, 30))
+    again = cutout(images, torch.Generator().manual_seed(0), 4, (10, 20, 30))
+    assert torch.equal(out, again) and out.dtype == torch.uint8
+    filled = out != 255
+    assert torch.equal(filled[:, 0], filled[:, 1]) and torch.equal(filled[:, 0], filled[:, 2])  # every channel
+    assert out[:, 0][filled[:, 0]].eq(10).all() and out[:, 2][filled[:, 2]].eq(30).all()
+    mask = filled[:, 0]
+    rows, cols = mask.any(2), mask.any(1)
+    assert torch.equal(mask, rows[:, :, None] & cols[:, None, :])  # one axis-aligned rectangle per image
+    sides = torch.stack([rows.sum(1), cols.sum(1)], 1)
+    assert sides.min() == 2 and sides.max() == 4  # centred on any pixel: clipped to 2..4 rows and columns
+    assert (sides == 4).all(1).any() and (sides < 4).any()  # whole squares inside, clipped ones at the border
 
 
 @pytest.mark.slow

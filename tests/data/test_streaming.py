@@ -102,6 +102,13 @@ def test_streamed_epoch_gives_the_in_memory_batches_on_every_rank(ray_local, fol
         assert [b[0] for b in batches] == [b[0] for b in expected] == list(range(10, 10 + len(expected)))
         for (_, images, labels), (_, want_images, want_labels) in zip(batches, expected):
             assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+        cut_stream = list(make_feed(stream_packed, 16, rank, 2, 7, True, torch.device("cpu"), cutout=4).epoch(1, 10))
+        cut_memory = make_feed(memory_packed, 16, rank, 2, 7, True, torch.device("cpu"), cutout=4).epoch(1, 10)
+        fill = torch.tensor([round(255 * m) for m in memory.mean], dtype=torch.uint8)
+        for (_, cut, _), (_, same_cut, _), (_, plain, _) in zip(cut_stream, cut_memory, expected):
+            changed = (cut != plain).any(1)  # the same crops and flips, then one square per image
+            assert torch.equal(cut, same_cut) and changed.any(2).any(1).all()
+            assert (cut.permute(0, 2, 3, 1)[changed] == fill).all()
         seen += [bytes(img.numpy()) for _, images, _ in list(make_feed(stream_packed, 16, rank, 2, 7, False,
                                                                        torch.device("cpu")).epoch(1, 0))
                  for img in images]

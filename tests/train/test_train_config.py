@@ -46,6 +46,7 @@ def test_ints_are_floats_and_numpy_scalars_become_python_ones():
 
 @pytest.mark.parametrize("key, value, message", [
     ("amp", "fp16", "amp must be one of ['off', 'bf16'], got 'fp16'"),
+    ("cutout", -2, "cutout must be >= 0, got -2"),
     ("grad_sync", "bucket", "grad_sync must be one of ['step', 'member'], got 'bucket'"),
     ("channels_last", "yes", "training config key 'channels_last' must be true or false, got 'yes' (str)"),
 ])
