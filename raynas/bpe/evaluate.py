@@ -39,7 +39,7 @@ from scipy import stats
 from raynas.bpe.reference import Reference
 from raynas.bpe.space import HYPERPARAMETERS, BPESpace, Setting, proxy_arch, proxy_space
 from raynas.data import DataSplits
-from raynas.errors import RaynasError
+from raynas.errors import RaynasError, TrainingError
 from raynas.estimate import BNIndicator
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
 from raynas.search.recipes import resolve_depth_rule, resolve_sampling
@@ -194,6 +194,8 @@ class BPETrial(tune.Trainable):
         self.evaluate, self.metric = evaluate, metric
 
     def step(self) -> dict[str, Any]:
+        if self.evaluate is None:
+            raise TrainingError("a BPE trial needs its evaluate function: pass it with tune.with_parameters")
         row = self.evaluate({**self.config}, f"{self.trial_id}-{uuid.uuid4().hex[:6]}")
         value = row[self.metric]
         objective = float(value) if np.isfinite(value) else 0.0

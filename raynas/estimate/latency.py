@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -428,7 +428,7 @@ def _mobilenet_cover(space: SearchSpace, resolutions: Sequence[int] | None) -> n
     spec: MobileNetSpec = space.spec  # type: ignore[assignment]
     col = {name: i for i, name in enumerate(space.names)}
     res_dim = space.dim("resolution")
-    res_index = [res_dim.choices.index(r) for r in _check_resolutions(space, res_dim.choices, resolutions)]
+    res_index = [res_dim.choices.index(r) for r in _check_resolutions(space, [int(c) for c in res_dim.choices], resolutions)]
     widths = ["stem_width", *(f"s{i}_width" for i in range(len(spec.stages))), "head_width"]
     n_kernel = max(len(s.kernel) for s in spec.stages)
     n_expand = max(len(s.expand) for s in spec.stages)
@@ -533,7 +533,7 @@ def _nb201_stages(child: NB201Child) -> tuple[dict[int, ResNetReduction], list[C
     previous: nn.Module | None = None
     for layer in child.layers:
         if isinstance(layer, ResNetReduction):
-            reductions[layer.conv_b[1].out_channels] = layer
+            reductions[cast(nn.Conv2d, layer.conv_b[1]).out_channels] = layer
         elif isinstance(layer, Cell) and not isinstance(previous, Cell):
             first_cells.append(layer)
         previous = layer

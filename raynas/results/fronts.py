@@ -173,7 +173,7 @@ class _FrontSoFar:
         open_ = np.arange(len(block))
         for start in range(0, len(self.points), FRONT_CHUNK):
             front = self.points[start:start + FRONT_CHUNK]
-            hit = (front[None, :, :] <= block[open_][:, None, :]).all(axis=2).any(axis=1)
+            hit = np.any(np.all(front[None, :, :] <= block[open_][:, None, :], axis=2), axis=1)
             open_ = open_[~hit]
             if not open_.size:
                 break

@@ -72,7 +72,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            object.__setattr__(self, field.name, _typed(field.name, getattr(self, field.name), field.type))
+            object.__setattr__(self, field.name, _typed(field.name, getattr(self, field.name), str(field.type)))
         _check_choice("mode", self.mode, MODES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("classifier", self.classifier, CLASSIFIER_MODES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ def classifier_modules(model: nn.Module) -> set[nn.Module]:
     if head is not None and hasattr(head, "classifier"):
         return {head.classifier}
     network = getattr(model, "network", model)
-    return {network.classifier} if hasattr(network, "classifier") else set()
+    return {cast(nn.Module, network.classifier)} if hasattr(network, "classifier") else set()
 
 
 def configure_trainable(model: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
