@@ -37,7 +37,7 @@ from raynas.bpe.space import NATIVE, scale_width, standalone_families
 from raynas.errors import ConfigError
 from raynas.space import SearchSpace, family
 from raynas.space.reader import read_yaml
-from raynas.train.config import AMPS
+from raynas.train.config import AMPS, amp_hint
 
 SUPERNET_ONLY = ("sandwich_size", "calib_images")
 """BPE hyper-parameters that only act on a supernet; a standalone proxy has nothing to map them to."""
@@ -115,7 +115,7 @@ def _checked(name: str, value: Any) -> Any:
         return value
     if name == "amp":
         if value not in AMPS:
-            raise ConfigError(f"amp must be one of {list(AMPS)}, {got} (quote \"off\": YAML reads off as false)")
+            raise ConfigError(f"amp must be one of {list(AMPS)}, {got}{amp_hint(value)}")
         return value
     if name in _INTEGERS:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < _INTEGERS[name]:

@@ -80,7 +80,7 @@ from raynas.search.samplers import SAMPLERS
 from raynas.space import Arch, SearchSpace, family, known_families, load_space, space_from_dict
 from raynas.space._family import family_part
 from raynas.space.reader import Node
-from raynas.train.config import AMPS, MODES, TrainConfig
+from raynas.train.config import AMPS, MODES, TrainConfig, amp_hint
 
 NATIVE = "native"
 """The ``resolution`` choice that keeps the space's own resolutions."""
@@ -367,8 +367,9 @@ def _booleans(node: Node) -> tuple[bool, ...]:
 
 def _amps(node: Node) -> tuple[str, ...]:
     raw = _as_list(node)
-    if any(not isinstance(v, str) or v not in AMPS for v in raw):
-        raise node.error(f"every choice must be one of {list(AMPS)}, got {raw} (quote \"off\": YAML reads off as false)")
+    bad = [v for v in raw if not isinstance(v, str) or v not in AMPS]
+    if bad:
+        raise node.error(f"every choice must be one of {list(AMPS)}, got {raw}{amp_hint(bad[0])}")
     return node.choices(kind="str")
 
 

@@ -188,7 +188,7 @@ def _training(args: argparse.Namespace, space) -> TrainConfig:
     --channels-last override."""
     common = {"train_images": args.train_images, "seed": args.seed, "sampling": args.sampling or default_sampling(space),
               **speed_options(args)}
-    default_epochs = FULL_MODE_EPOCHS if args.mode == "full" else int(cast(int, DEFAULT_TRAINING["epochs"]))
+    default_epochs = FULL_MODE_EPOCHS if args.mode == "full" else cast(int, DEFAULT_TRAINING["epochs"])
     epochs = default_epochs if args.epochs is None else args.epochs
     if args.mode == "full":
         return bignas_recipe(epochs, args.lr, **common)

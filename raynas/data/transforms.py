@@ -52,9 +52,10 @@ def cutout(images: torch.Tensor, generator: torch.Generator, size: int, fill: Se
     n, c, h, w = images.shape
     cy = torch.randint(0, h, (n, 1), generator=generator)
     cx = torch.randint(0, w, (n, 1), generator=generator)
-    low = size // 2
-    in_rows = ((torch.arange(h).view(1, -1) >= cy - low) & (torch.arange(h).view(1, -1) < cy - low + size))
-    in_cols = ((torch.arange(w).view(1, -1) >= cx - low) & (torch.arange(w).view(1, -1) < cx - low + size))
+    top, left = cy - size // 2, cx - size // 2
+    rows, cols = torch.arange(h).view(1, -1), torch.arange(w).view(1, -1)
+    in_rows = (rows >= top) & (rows < top + size)
+    in_cols = (cols >= left) & (cols < left + size)
     square = (in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w)).to(images.device)
     value = torch.tensor(list(fill), dtype=images.dtype, device=images.device).view(1, c, 1, 1)
     return torch.where(square, value, images)

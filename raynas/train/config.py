@@ -19,6 +19,11 @@ GRAD_SYNCS = ("step", "member")
 AMPS = ("off", "bf16")
 
 
+def amp_hint(value: object) -> str:
+    """What to say when an ``amp`` value read from YAML is a bool: YAML reads a bare off as false."""
+    return ' (quote "off": YAML reads off as false)' if isinstance(value, bool) else ""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a supernet (or one standalone child) is trained.

@@ -77,7 +77,7 @@ def test_setting_round_trips_and_takes_numpy_scalars():
     ("augment: 1\n", r"augment must be true or false, got 1 \(int\)"),
     ("cutout: -1\n", r"bad.yaml: cutout must be an integer >= 0, got -1"),
     ("amp: off\n", r"amp must be one of \['off', 'bf16'\], got False \(bool\) \(quote \"off\": YAML reads off"),
-    ("amp: fp16\n", r"amp must be one of \['off', 'bf16'\], got 'fp16'"),
+    ("amp: fp16\n", r"amp must be one of \['off', 'bf16'\], got 'fp16' \(str\)$"),
     ("[8, 2]\n", r"bad.yaml: a proxy setting must be a mapping of \['channels', .*\], got list"),
     ("channels: [8\n", r"bad.yaml: malformed YAML at line 2"),
 ])
