@@ -1,0 +1,57 @@
+"""Score many children with several registered estimators, timing each in CPU-seconds.
+
+Table estimators run once over the whole index matrix. Network estimators run per child: the
+child is sliced from the supernet once (its cost is ``network``'s), then every estimator gets
+its own fresh copy, so no estimator sees another's gradients, BN statistics or weight changes,
+and a score does not depend on which estimators were asked for with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from raynas.estimate.training_free._registry import estimator
+from raynas.estimate.training_free.probe import ScoringContext
+from raynas.space import Arch
+
+BUILD = "network"
+"""The key of ``Scores.cpu_seconds`` that holds the time spent slicing children."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One score per child per estimator, and the CPU-seconds each estimator spent per child."""
+
+    values: dict[str, np.ndarray]
+    cpu_seconds: dict[str, np.ndarray]
+
+
+def score_children(context: ScoringContext, archs: Sequence[Arch], names: Sequence[str]) -> Scores:
+    records = [estimator(name) for name in names]
+    n = len(archs)
+    values = {r.name: np.empty(n) for r in records}
+    seconds = {r.name: np.zeros(n) for r in records}
+    tables = [r for r in records if r.kind == "table"]
+    if tables:
+        matrix = context.space.index_matrix(list(archs))
+        for record in tables:
+            started = time.process_time()
+            values[record.name] = np.asarray(record.score(context, matrix), dtype=np.float64)
+            seconds[record.name][:] = (time.process_time() - started) / max(n, 1)
+    networks = [r for r in records if r.kind == "network"]
+    if networks:
+        seconds[BUILD] = np.zeros(n)
+        for i, arch in enumerate(archs):
+            started = time.process_time()
+            child, batch = context.child(arch), context.minibatch(arch)
+            seconds[BUILD][i] = time.process_time() - started
+            for record in networks:
+                started = time.process_time()
+                values[record.name][i] = record.score(copy.deepcopy(child), batch)
+                seconds[record.name][i] = time.process_time() - started
+    return Scores(values, seconds)
