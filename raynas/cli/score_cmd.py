@@ -1,4 +1,13 @@
-"""Score architectures with the BN indicator of a checkpoint (no data, no forward pass)."""
+"""Score architectures with training-free estimators, fusions, learned rankers or a checkpoint's BN indicator.
+
+    raynas score nb201 --estimator naswot,flops,fuse:naswot+flops --archs cells.csv --data cifar10:ROOT --out DIR
+    raynas score CKPT --all --out scores.parquet          # the BN indicator of a trained supernet
+
+One Parquet row per architecture: ``arch``, each dimension, ``flops`` and ``params``, one column
+per estimator expression, and the CPU-seconds each estimator spent per architecture. Network
+estimators run on evaluator actors and resume: a rerun with the same settings scores only what
+is missing.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +15,110 @@ import argparse
 import time
 from pathlib import Path
 
-from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, common_fields, select_archs, write_rows
+import numpy as np
+import pandas as pd
+
+from raynas.cli.common import add_address, positive_int
+from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, checkpoint_data, select_archs
 from raynas.cost import CostModel
-from raynas.estimate import MEASURES, BNIndicator
-from raynas.search.recipes import resolve_depth_rule
+from raynas.data import load_data
+from raynas.estimate import MEASURES
+from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch, estimator
+from raynas.estimate.training_free.fusion import parse_expressions
+from raynas.model_record import DataInfo, ModelRecord
+from raynas.ray_env import ensure_ray
+from raynas.search.pool import PoolConfig, SupernetSource, UntrainedSupernet
+from raynas.search.recipes import default_estimator, resolve_depth_rule
+from raynas.search.scoring import PartStore, identity_of, score_architectures
+from raynas.space import load_space
 from raynas.train import load_checkpoint
 
 
 def add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a training checkpoint folder")
+    parser.add_argument("target", help="a space (name or .yaml) for training-free scores at initialisation, "
+                                       "or a training checkpoint folder (its trained supernet)")
     add_arch_selection(parser, allow_all=True)
+    parser.add_argument("--estimator", default=None,
+                        help="NAME[,NAME...]: registered estimators (naswot, jacov, synflow, snip, grad_norm, zico, "
+                             "params, flops, bn_score), fuse:A*W+B (sum of log-ranks), vote:A+B+C, ranker:FILE; "
+                             "default: bn_score on a checkpoint, the family's recommended fusion on a space")
+    parser.add_argument("--data", default=None,
+                        help="the probe minibatch's dataset (default: a checkpoint's own, else digits)")
+    parser.add_argument("--probe-images", type=positive_int, default=DEFAULT_PROBE_IMAGES,
+                        help="images in the fixed, seeded probe minibatch")
     add_depth_rule(parser)
     parser.add_argument("--measure", choices=sorted(MEASURES), default="abs_gamma")
-    parser.add_argument("--out", type=Path, required=True, help="output .parquet file")
+    parser.add_argument("--actors", type=positive_int, default=1, help="evaluator actors for network estimators")
+    add_address(parser)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="a folder (scores.parquet in it) or a .parquet file; resumed when rerun")
+
+
+def _source(args: argparse.Namespace) -> tuple[SupernetSource, str, str | None, int]:
+    """(supernet, its id, its data spec, the data's split seed) of a checkpoint folder or a space."""
+    target = Path(args.target)
+    if target.is_dir():
+        checkpoint = load_checkpoint(target)
+        return checkpoint, checkpoint.checkpoint_id, args.data or checkpoint.data.spec, checkpoint.config.seed
+    space = load_space(args.target)
+    return UntrainedSupernet(ModelRecord.of(space, DataInfo("", 10, 3, 32, (0.5,), (0.5,)))), \
+        f"{space.name}@init-{args.seed}", args.data or "digits", args.seed
+
+
+def _paths(out: Path) -> tuple[Path, Path]:
+    """(the table, the folder of its resumable parts)."""
+    if out.suffix == ".parquet":
+        return out, out.with_name(f".{out.stem}.parts")
+    return out / "scores.parquet", out / "parts"
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.checkpoint)
-    space = checkpoint.space
+    source, source_id, spec, split_seed = _source(args)
+    space = source.space
+    is_checkpoint = not isinstance(source, UntrainedSupernet)
+    expressions = parse_expressions(args.estimator or ("bn_score" if is_checkpoint else default_estimator(space)))
     archs = select_archs(args, space)
+    indicator = {"depth_rule": resolve_depth_rule(args.depth_rule, space), "measure": args.measure}
+    reads_images = any(estimator(m).kind == "network" for e in expressions for m in e.members)
+    probe = None
+    if reads_images or any(e.kind == "ranker" for e in expressions) or args.data:
+        data = checkpoint_data(source, spec) if is_checkpoint else load_data(spec, seed=split_seed)
+        probe = ProbeBatch.from_splits(data, args.probe_images, args.seed)
+        if not is_checkpoint:
+            source = UntrainedSupernet(ModelRecord.of(space, DataInfo.of(data)), args.seed)
+        ensure_ray(args.address)
+    table_path, parts = _paths(args.out)
+    store = PartStore(parts, identity_of(source_id, probe, args.seed, indicator))
     started = time.perf_counter()
-    depth_rule = resolve_depth_rule(args.depth_rule, space)
-    indicator = BNIndicator(depth_rule=depth_rule, measure=args.measure).fit(checkpoint.supernet)
-    matrix = space.index_matrix(archs)
-    scores = indicator.score(matrix)
-    seconds = time.perf_counter() - started
-    costs = CostModel(space, checkpoint.data.num_classes, checkpoint.data.in_channels).costs(matrix)
-    base = common_fields(checkpoint, "score", args.seed)
-    rows = [{**base, "trial": i, "arch": space.key(a), "status": "ok", "evaluator": "bn_score",
-             "bn_score": float(s), "flops": int(f), "params": int(p), "eval_seconds": seconds / len(archs)}
-            for i, (a, s, f, p) in enumerate(zip(archs, scores, costs["flops"], costs["params"]))]
-    write_rows(rows, space, args.out)
-    best = max(rows, key=lambda r: r["bn_score"])
-    print(f"scored {len(rows):,} architectures of {space.name} ({depth_rule} rule) in {seconds:.3f}s "
-          f"({len(rows) / max(seconds, 1e-9):,.0f}/s); best bn_score {best['bn_score']:.4f}: {best['arch']}")
-    print(f"wrote {args.out}")
+    scores = score_architectures(source, archs, expressions, probe=probe, store=store, indicator=indicator,
+                                 pool_config=PoolConfig(num_actors=args.actors))
+    _write(scores, source, table_path, source_id, args.seed)
+    _summary(scores, [e.text for e in expressions], space.name, time.perf_counter() - started)
+    print(f"wrote {table_path}")
     return 0
+
+
+def _write(scores: pd.DataFrame, source: SupernetSource, path: Path, source_id: str, seed: int) -> None:
+    space = source.space
+    archs = [space.arch(k) for k in scores["arch"]]
+    dims = pd.DataFrame([a.to_dict() for a in archs]).astype(str)
+    costs = CostModel(space, source.model.num_classes, source.model.in_channels).costs(space.index_matrix(archs))
+    table = pd.concat([scores[["arch"]], dims, scores.drop(columns="arch")], axis=1)
+    for column in ("flops", "params"):
+        if column not in table:
+            table[column] = costs[column]
+    table["source"], table["seed"] = source_id, seed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def _summary(scores: pd.DataFrame, columns: list[str], space: str, seconds: float) -> None:
+    print(f"scored {len(scores):,} architectures of {space} in {seconds:.3f}s "
+          f"({len(scores) / max(seconds, 1e-9):,.0f}/s)")
+    for column in columns:
+        best = scores.loc[int(np.nanargmax(np.nan_to_num(scores[column].to_numpy(), nan=-np.inf, neginf=-1e300)))]
+        cost = scores.get(f"{column}_cpu_s")
+        per = f", {cost.mean():.4f} CPU-s per architecture" if cost is not None else ""
+        print(f"  {column}: best {best[column]:.4g}: {best['arch']}{per}")

@@ -19,6 +19,7 @@ import torch
 from raynas.data import ImageSet
 from raynas.estimate import BNIndicator
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
+from raynas.estimate.training_free import BUILD, ScoringContext, score_children
 from raynas.model_record import ModelRecord
 from raynas.space import Arch
 
@@ -40,7 +41,8 @@ class Evaluator:
     ) -> None:
         # Refs nested in a dict are not resolved by Ray before __init__: fetch them here, so a
         # restarted actor re-reads the same zero-copy objects (the pool keeps them alive).
-        weights, data = (ray.get(r) if isinstance(r, ray.ObjectRef) else r for r in (shared["weights"], shared["data"]))
+        weights, data, probe = (ray.get(r) if isinstance(r, ray.ObjectRef) else r
+                                for r in (shared["weights"], shared["data"], shared.get("probe")))
         self.space, self.info = model.space, model.data
         self.device = torch.device(device)
         self.supernet = model.build()
@@ -49,6 +51,7 @@ class Evaluator:
             self.supernet.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         self.supernet.to(self.device).eval()
         self.indicator = BNIndicator(**(indicator or {})).fit(self.supernet)
+        self.scoring = ScoringContext(self.supernet, probe, dict(indicator or {}))
         self.calibration = calibration
         self.calib = self.val = None
         if data is not None:
@@ -67,6 +70,15 @@ class Evaluator:
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """BN-indicator scores of an index matrix (a prescreen's millions of children): no Arch is built."""
         return self.indicator.score(matrix)
+
+    def estimate(self, archs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+        """Training-free scores (``raynas.estimate.training_free``) of each child, with the
+        CPU-seconds each estimator spent on it (``<name>_cpu_s``) and the slicing's (``network_cpu_s``)."""
+        parsed = [self.space.arch(a) for a in archs]
+        scores = score_children(self.scoring, parsed, names)
+        return [{"arch": self.space.key(arch), **{n: float(v[i]) for n, v in scores.values.items()},
+                 **{f"{n}_cpu_s": float(v[i]) for n, v in scores.cpu_seconds.items()}}
+                for i, arch in enumerate(parsed)]
 
     def calibrate_and_evaluate(self, archs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """BN-calibrate each child on the seeded subset, then measure top-1/top-5/loss."""

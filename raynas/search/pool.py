@@ -15,25 +15,55 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from functools import cached_property
+from typing import Any, Protocol, cast
 
 import numpy as np
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from raynas.checkpoint import LoadedCheckpoint
 from raynas.data import DataSplits
 from raynas.errors import ConfigError, EvaluationError
 from raynas.estimate.calibration import CalibrationConfig
+from raynas.estimate.training_free import ProbeBatch
+from raynas.model_record import ModelRecord
 from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
 from raynas.search.evaluator import Evaluator, EvaluatorActor, state_to_numpy
-from raynas.space import Arch
+from raynas.space import Arch, SearchSpace
+from raynas.supernet import Supernet
 from raynas.logs import get_logger
 
 logger = get_logger(__name__)
 MATRIX_CHUNK_ROWS = 1 << 18
 """Most rows of an index matrix sent to one actor at once (``score_matrix``): 26 MB of int16 on mbv3_cifar."""
+
+
+class SupernetSource(Protocol):
+    """What a pool serves children of: a trained checkpoint (``LoadedCheckpoint``) or ``UntrainedSupernet``."""
+
+    @property
+    def supernet(self) -> Supernet: ...
+    @property
+    def space(self) -> SearchSpace: ...
+    @property
+    def model(self) -> ModelRecord: ...
+
+
+@dataclass(frozen=True)
+class UntrainedSupernet:
+    """A supernet at its seeded initialisation: what training-free estimators slice children from."""
+
+    model: ModelRecord
+    seed: int = 0
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.model.space
+
+    @cached_property
+    def supernet(self) -> Supernet:
+        return self.model.build(self.seed)
 
 
 @dataclass
@@ -60,7 +90,8 @@ def pack_eval_data(data: DataSplits) -> dict[str, Any]:
 class EvaluatorPool:
     """``score``, ``score_matrix`` and ``calibrate_and_evaluate`` over many children, farmed out in batches."""
 
-    def __init__(self, checkpoint: LoadedCheckpoint, data: DataSplits | None = None, config: PoolConfig = PoolConfig()):
+    def __init__(self, checkpoint: SupernetSource, data: DataSplits | None = None, config: PoolConfig = PoolConfig(),
+                 probe: ProbeBatch | None = None):
         if config.num_actors < 1:
             raise ConfigError(f"num_actors must be >= 1, got {config.num_actors}")
         require(config.request())  # a local instance never grows: refuse before starting anything
@@ -68,16 +99,17 @@ class EvaluatorPool:
         self.checkpoint = checkpoint
         weights_ref = ray.put(state_to_numpy(checkpoint.supernet.state_dict()))
         data_ref = ray.put(pack_eval_data(data)) if data is not None else None
+        probe_ref = ray.put(probe) if probe is not None else None
         options: dict[str, Any] = {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus,
                                    "max_restarts": config.max_restarts, "max_task_retries": config.max_restarts}
         if config.spread:
             options["scheduling_strategy"] = "SPREAD"
-        self._refs = (weights_ref, data_ref)  # kept alive: restarted actors rebuild from them
+        self._refs = (weights_ref, data_ref, probe_ref)  # kept alive: restarted actors rebuild from them
         device = "cuda" if config.num_gpus > 0 else "cpu"
         # ray types ``.remote()`` of an actor class as "a handle or the class itself"; it is a handle
         self.actors = [
             cast(ActorHandle[Evaluator], EvaluatorActor.options(**options).remote(
-                {"weights": weights_ref, "data": data_ref}, checkpoint.model, config.calibration, config.indicator,
+                {"weights": weights_ref, "data": data_ref, "probe": probe_ref}, checkpoint.model, config.calibration, config.indicator,
                 device,
             ))
             for _ in range(config.num_actors)
@@ -104,12 +136,16 @@ class EvaluatorPool:
     def calibrate_and_evaluate(self, archs: Sequence[Arch], batch_size: int = 4) -> list[dict[str, Any]]:
         return self._map("calibrate_and_evaluate", archs, batch_size)
 
-    def _map(self, method: str, archs: Sequence[Arch], batch_size: int) -> list[dict[str, Any]]:
+    def estimate(self, archs: Sequence[Arch], names: Sequence[str], batch_size: int = 4) -> list[dict[str, Any]]:
+        """Training-free scores (``Evaluator.estimate``) of each child, in input order."""
+        return self._map("estimate", archs, batch_size, list(names))
+
+    def _map(self, method: str, archs: Sequence[Arch], batch_size: int, *args: Any) -> list[dict[str, Any]]:
         """Run ``method`` over ``archs`` in batches; one row per architecture, in input order."""
         batches = [[a.to_dict() for a in archs[i:i + batch_size]] for i in range(0, len(archs), batch_size)]
-        return [row for rows in self._run(method, batches) for row in rows]
+        return [row for rows in self._run(method, batches, *args) for row in rows]
 
-    def _run(self, method: str, batches: Sequence[Any]) -> list[Any]:
+    def _run(self, method: str, batches: Sequence[Any], *args: Any) -> list[Any]:
         """Run ``method`` on each batch on free actors, results in batch order; a batch whose actor died runs again.
 
         After a failure the actor is probed (its ``pid``): the probe returns once a restarted
@@ -122,7 +158,7 @@ class EvaluatorPool:
         while queue or running:
             while queue and free:
                 queued, actor = queue.popleft(), free.popleft()
-                running[getattr(actor, method).remote(batches[queued])] = (queued, actor)
+                running[getattr(actor, method).remote(batches[queued], *args)] = (queued, actor)
             if not running:
                 raise self._no_actor_left(method, batches, sorted(queue), cause)
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)

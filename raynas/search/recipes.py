@@ -5,6 +5,7 @@ quality"). A flag or argument given explicitly always wins; ``None`` means "use 
 
 - ``default_depth_rule``: ``"mean"`` on spaces with elastic depth, ``"sum"`` elsewhere.
 - ``default_sampling``: ``"sandwich"`` for the mobilenet family, ``"uniform"`` for nb201.
+- ``default_estimator``: the label-free estimator expression each family ranks best with.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from raynas.estimate import DEPTH_RULES
 from raynas.sampling import SAMPLINGS
 from raynas.space import SearchSpace, family
 
+FALLBACK_ESTIMATOR = "fuse:naswot+flops"
+"""For a family with no measurement: NASWOT with a size term, the issue's 0.86-0.88 probe on nb201."""
 FALLBACK_SAMPLING = "sandwich"
 """For a family with no measurement: BigNAS's sandwich rule, ``TrainConfig``'s own default."""
 
@@ -36,6 +39,12 @@ def default_depth_rule(space: SearchSpace) -> str:
     default stays BN-NAS's sum (on nb201 every edge is an op: mean = sum / 6).
     """
     return "mean" if has_elastic_depth(space) else "sum"
+
+
+def default_estimator(space: SearchSpace) -> str:
+    """The label-free estimator expression that ranked best on ``space``'s family (``Family.default_estimator``),
+    else ``FALLBACK_ESTIMATOR``; the measurements are in benchmarks/RESULTS.md ("Training-free estimators")."""
+    return family(space.family).default_estimator or FALLBACK_ESTIMATOR
 
 
 def default_sampling(space: SearchSpace) -> str:

@@ -50,6 +50,8 @@ class Family:
     skeleton (``raynas.bpe.proxy``); None refuses standalone proxies on this family."""
     default_sampling: str | None = None
     """The supernet sampling that ranked best on this family (``raynas.search.recipes``); None: the fallback."""
+    default_estimator: str | None = None
+    """The label-free estimator expression that ranked best on this family (``raynas.search.recipes``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
