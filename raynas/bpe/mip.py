@@ -348,7 +348,7 @@ def run_bpe(
     runs = str((out / "runs").resolve())
     task: ProxyTask | StandaloneTask  # built (and so checked) before Ray starts
     if bpe.proxy == "standalone":
-        task = StandaloneTask(bpe.target_space, ref, runs, bpe.seed, use_gpu)
+        task = StandaloneTask(bpe.target_space, ref, runs, bpe.seed, use_gpu, bpe.rank_by)
     else:
         task = ProxyTask(bpe, ref, runs, use_gpu, keep_runs, sampling, depth_rule)
     ensure_ray(address)
@@ -494,6 +494,7 @@ class _Loop:
         payload = {**result.to_dict(), "bpe": self.bpe.name, "target_space": self.bpe.target_space.name,
                    "reference": {"source": self.task.reference.source, "archs": len(self.task.reference)},
                    "cost_weight": self.mip.cost_weight, "metric": self.mip.metric, "proxy": self.bpe.proxy,
+                   "estimator": chosen["estimator"],
                    "seed": self.bpe.seed,
                    "seconds_per_arch": chosen.get("seconds_per_arch"), "trials": len(self.records)}
         _write_json(result.result_path, payload)

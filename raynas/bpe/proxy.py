@@ -9,8 +9,10 @@ and measure how well that ranking agrees with the full-budget one. ``proxy_evalu
    carved from the training pool by ``load_data``; the test split is never read), resized once
    to the proxy resolution, and puts them in Ray's object store once;
 3. trains each architecture with ``fit_child`` in its own Ray task (1 CPU, or 1 GPU), all from
-   the same seed, and records the validation top-1 (``proxy_accuracy``) and the task's wall
-   seconds and CPU seconds of training plus evaluation;
+   the same seed, and records the validation top-1 (``proxy_accuracy``), the training speed
+   (``tse``: the sum of every minibatch loss; ``tse_e``: those of the last epoch; Ru et al.,
+   NeurIPS 2021, ``raynas.train.speed``) and the task's wall seconds and CPU seconds of
+   training plus evaluation;
 4. writes the rows to ``OUT/proxy.parquet`` as each task finishes (temp file, then
    ``os.replace``), so an interrupted run loses only the architectures in flight.
 
@@ -18,6 +20,9 @@ and measure how well that ranking agrees with the full-budget one. ``proxy_evalu
 Architectures that already have a row for the same proxy are not trained again; rows of other
 settings stay in the file. A child whose loss went non-finite is a row with status ``error``
 and a NaN accuracy: the same seed would diverge again, so it is not retried either.
+
+**Ranking.** ``rank_by`` picks the score (``RANK_BY``): ``accuracy``, ``tse`` or ``tse_e``; the
+loss sums are negated (``proxy_scores``), so higher is better for all three.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from raynas.bpe.reference import (
     _parse_archs,
     _read,
 )
-from raynas.bpe.space import standalone_families
+from raynas.bpe.space import score_column, standalone_families
 from raynas.data import DataSplits, load_data
 from raynas.errors import ConfigError, TrainingError
 from raynas.logs import Progress, get_logger
@@ -56,6 +61,7 @@ from raynas.results.schema import conform
 from raynas.space import Arch, SearchSpace, family, space_from_dict
 from raynas.train import TrainConfig
 from raynas.train.data_feed import pack_splits
+from raynas.train.speed import LOWER_IS_BETTER, check_rank_by
 from raynas.train.standalone import fit_child
 
 logger = get_logger(__name__)
@@ -70,7 +76,8 @@ PROXY_SCHEMA = pa.schema(
     [
         pa.field("arch", pa.string()), pa.field("proxy_accuracy", pa.float64()), pa.field("seconds", pa.float64()),
         pa.field("cpu_seconds", pa.float64()),
-        pa.field("train_loss", pa.float64()), pa.field("status", pa.string()), pa.field("error", pa.string()),
+        pa.field("train_loss", pa.float64()), pa.field("tse", pa.float64()), pa.field("tse_e", pa.float64()),
+        pa.field("status", pa.string()), pa.field("error", pa.string()),
         pa.field("space", pa.string()), pa.field("data", pa.string()), pa.field("train_images", pa.int64()),
         pa.field("val_images", pa.int64()), pa.field("device", pa.string()),
         pa.field("channels", pa.int64()), pa.field("cells_per_stage", pa.int64()), pa.field("resolution", pa.int64()),
@@ -82,8 +89,9 @@ PROXY_SCHEMA = pa.schema(
     metadata={b"raynas.proxy.schema_version": SCHEMA_VERSION.encode()},
 )
 """One row per (architecture, proxy). Versioned: a reader checks ``raynas.proxy.schema_version``."""
-ADDED_SETTING_COLUMNS = {"cutout": 0, "amp": "off"}
-"""Setting keys added to schema 2 later, with the value every row written before them trained under."""
+ADDED_COLUMNS = {"cutout": 0, "amp": "off", "tse": None, "tse_e": None}
+"""Columns added to schema 2 later, with what a row written before them holds there: the setting
+it trained under, or no training speed (it was not recorded)."""
 
 Row = dict[str, Any]
 
@@ -151,7 +159,7 @@ def read_proxy_rows(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if version != SCHEMA_VERSION:
         raise ConfigError(f"{path}: proxy schema version {version}, this raynas reads {SCHEMA_VERSION}; "
                           "choose a new output folder")
-    return conform(table, PROXY_SCHEMA, ADDED_SETTING_COLUMNS).to_pandas()
+    return conform(table, PROXY_SCHEMA, ADDED_COLUMNS).to_pandas()
 
 
 def write_proxy_rows(path: Path, rows: Sequence[Row]) -> None:
@@ -250,17 +258,18 @@ def _train_one(proxy: SearchSpace, key: str, packed: dict[str, Any], config: Tra
 
 
 def train_proxy(proxy: SearchSpace, key: str, packed: dict[str, Any], config: TrainConfig, device: str) -> Row:
-    """Train one architecture of the proxy space in this process: its accuracy, loss, status, wall
-    seconds and CPU seconds (this process's, all threads: what a CPU budget counts, unmoved by
-    other processes sharing the machine)."""
+    """Train one architecture of the proxy space in this process: its accuracy, loss, training
+    speed, status, wall seconds and CPU seconds (this process's, all threads: what a CPU budget
+    counts, unmoved by other processes sharing the machine)."""
     _warm_up()
     started, cpu = time.perf_counter(), time.process_time()
     try:
         fitted = fit_child(proxy, proxy.arch(key), packed, config, device)
-        row = {"proxy_accuracy": fitted["val_accuracy"], "train_loss": fitted["train_loss"], "status": OK,
-               "error": None}
+        row = {"proxy_accuracy": fitted["val_accuracy"], "train_loss": fitted["train_loss"], "tse": fitted["tse"],
+               "tse_e": fitted["tse_e"], "status": OK, "error": None}
     except TrainingError as err:
-        row = {"proxy_accuracy": math.nan, "train_loss": math.nan, "status": ERROR, "error": str(err)}
+        row = {"proxy_accuracy": math.nan, "train_loss": math.nan, "tse": math.nan, "tse_e": math.nan,
+               "status": ERROR, "error": str(err)}
     return {**row, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
 
 
@@ -301,12 +310,20 @@ def check_reference_covers(reference: Reference, keys: Sequence[str]) -> None:
                           f"accuracy: {_listed(missing)}")
 
 
-def rank_against(rows: pd.DataFrame, reference: Reference) -> dict[str, float]:
-    """Kendall tau and Spearman rho of ``proxy_accuracy`` against the reference, over the rows
-    with a finite accuracy; NaN with fewer than two, or when either side is constant."""
+def proxy_scores(rows: pd.DataFrame, rank_by: str = "accuracy") -> pd.Series:
+    """The ``rank_by`` score of each row, higher = better: ``proxy_accuracy``, or a training speed
+    negated (a lower loss sum predicts a better architecture). NaN where a row has none."""
+    values = rows[score_column(check_rank_by(rank_by))].astype(float)
+    return -values if rank_by in LOWER_IS_BETTER else values
+
+
+def rank_against(rows: pd.DataFrame, reference: Reference, rank_by: str = "accuracy") -> dict[str, float]:
+    """Kendall tau and Spearman rho of the ``rank_by`` score against the reference, over the rows
+    with a finite score; NaN with fewer than two, or when either side is constant."""
     truth = dict(zip(reference.keys, reference.accuracy))
-    ok = rows[rows["proxy_accuracy"].notna()]
-    if len(ok) < 2:
-        return {"archs": float(len(ok)), "kendall_tau": math.nan, "spearman_rho": math.nan}
-    tau, rho = rank_correlation(ok["proxy_accuracy"].to_numpy(float), ok["arch"].map(truth).to_numpy(float))
-    return {"archs": float(len(ok)), "kendall_tau": tau, "spearman_rho": rho}
+    scores = proxy_scores(rows, rank_by)
+    ok = scores.notna()
+    if ok.sum() < 2:
+        return {"archs": float(ok.sum()), "kendall_tau": math.nan, "spearman_rho": math.nan}
+    tau, rho = rank_correlation(scores[ok].to_numpy(float), rows.loc[ok, "arch"].map(truth).to_numpy(float))
+    return {"archs": float(ok.sum()), "kendall_tau": tau, "spearman_rho": rho}

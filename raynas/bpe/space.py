@@ -37,7 +37,8 @@ reference table (``mip.search_reference``). Otherwise every row of the reference
 space is trained on its own under the setting and ranked by its val top-1
 (``raynas.bpe.standalone``); its hyper-parameters are ``STANDALONE_HYPERPARAMETERS`` (channels,
 cells per stage, resolution, epochs, batch size, lr, data fraction, weight decay, augment,
-cutout, amp).
+cutout, amp). ``rank_by: tse`` (or ``tse_e``) ranks by the training speed instead
+(``raynas.train.speed``); ``accuracy``, the val top-1, is the default.
 
 **Proxy transforms of the space.** A space's widths and resolutions live in its YAML, so the
 ``width_multiplier`` and ``resolution`` proxies rewrite the space definition (``proxy_space``):
@@ -81,6 +82,7 @@ from raynas.space import Arch, SearchSpace, family, known_families, load_space, 
 from raynas.space._family import family_part
 from raynas.space.reader import Node
 from raynas.train.config import AMPS, MODES, TrainConfig, amp_hint
+from raynas.train.speed import check_rank_by
 
 NATIVE = "native"
 """The ``resolution`` choice that keeps the space's own resolutions."""
@@ -128,7 +130,7 @@ METRICS = ("kendall_tau", "spearman_rho")
 """The rank correlation a BPE trial is judged by (the paper: Spearman)."""
 ESTIMATORS = ("auto", "bn_score", "calibrated_accuracy")
 TOP_KEYS = ("name", "description", "target_space", "data", "estimator", "reference_archs", "seed",
-            "proxy", "hyperparameters", "train", "mip")
+            "proxy", "rank_by", "hyperparameters", "train", "mip")
 SET_BY_HYPERPARAMETERS = ("mode", "epochs", "batch_size", "lr", "num_random", "train_images", "seed",
                           "log_every_epoch")
 """TrainConfig keys that a BPE trial sets itself, so the ``train:`` section may not."""
@@ -210,6 +212,8 @@ class BPESpace:
     mip: MIPConfig = field(default_factory=MIPConfig)
     source: str = "<memory>"
     proxy: str = "supernet"
+    rank_by: str = "accuracy"
+    """What a standalone trial ranks its architectures by (``raynas.train.speed.RANK_BY``)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -233,7 +237,7 @@ class BPESpace:
     def estimator_for(self, mode: str | None) -> str:
         """The score that ranks the reference set after training in ``mode``."""
         if self.proxy == "standalone":
-            return "proxy_accuracy"
+            return score_column(self.rank_by)
         if self.estimator != "auto":
             return self.estimator
         return "bn_score" if mode == "bn_only" else "calibrated_accuracy"
@@ -305,19 +309,39 @@ def bpe_space_from_dict(data: object, source: str = "<dict>", folder: Path | Non
         mip=_mip(root.get("mip", {})),
         source=source,
         proxy=proxy,
+        rank_by=_rank_by(root, proxy),
     )
 
 
 def _check_standalone(root: Node, target: SearchSpace) -> None:
     """A standalone proxy rewrites the family's skeleton (``Family.proxy_child``) and ranks by val
-    top-1: no estimator, no train:."""
+    top-1 or its training speed (``rank_by``): no estimator, no train:."""
     if family(target.family).proxy_child is None:
         raise root.child("proxy").error(f"standalone proxies support {standalone_families()} spaces for now; "
                                         f"target_space {target.name!r} is family {target.family!r}")
     for key in ("estimator", "train"):
         if key in root.value:
-            raise root.child(key).error(f"a standalone proxy ranks by each architecture's val top-1 and is "
-                                        f"trained by its hyper-parameters alone; remove {key}:")
+            raise root.child(key).error(f"a standalone proxy ranks by each architecture's val top-1 or training "
+                                        f"speed (rank_by:) and is trained by its hyper-parameters alone; "
+                                        f"remove {key}:")
+
+
+def _rank_by(root: Node, proxy: str) -> str:
+    """``rank_by`` of a standalone proxy (default ``accuracy``); a ConfigError naming the file,
+    like ``check_rank_by``'s for the same value on the command line."""
+    if proxy != "standalone" and "rank_by" in root.value:
+        raise ConfigError(f"{root.source}: rank_by ranks the architectures of a standalone proxy "
+                          "(proxy: standalone); a supernet proxy is scored by its estimator:")
+    try:
+        return check_rank_by(root.get("rank_by", "accuracy").value)
+    except ConfigError as err:
+        raise ConfigError(f"{root.source}: {err}") from err
+
+
+def score_column(rank_by: str) -> str:
+    """The proxy row column (``raynas.bpe.proxy.PROXY_SCHEMA``) that ``rank_by`` ranks by; also
+    the ``estimator`` a standalone trial records."""
+    return "proxy_accuracy" if rank_by == "accuracy" else rank_by
 
 
 def _string(node: Node) -> str:

@@ -78,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
     if args.held_out:
         print(f"held out: {args.out / 'held_out.csv'} ({args.held_out} rows no trial saw); judge the chosen setting "
               f"with: raynas proxy {bpe.target_space.name} --setting {result.result_path} "
-              f"--archs {args.out / 'held_out.csv'} --reference {args.out / 'held_out.csv'}")
+              f"--archs {args.out / 'held_out.csv'} --reference {args.out / 'held_out.csv'} --rank-by {bpe.rank_by}")
     return 0

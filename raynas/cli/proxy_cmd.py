@@ -1,10 +1,12 @@
-"""Train architectures standalone under a cheap proxy setting (BPE) and rank them by val accuracy.
+"""Train architectures standalone under a cheap proxy setting (BPE) and rank them by val accuracy
+or training speed.
 
     raynas proxy SPACE --archs FILE --setting FILE.yaml [--data DATA] [--out DIR]
-                 [--reference CSV --accuracy-column NAME] [--epochs N ...]
+                 [--reference CSV --accuracy-column NAME] [--rank-by accuracy|tse|tse_e] [--epochs N ...]
 
 Writes ``DIR/proxy.parquet`` (one row per architecture and setting; re-running resumes) and
-prints a table; with ``--reference``, Kendall tau and Spearman rho against its accuracies.
+prints a table; with ``--reference``, Kendall tau and Spearman rho of the ``--rank-by`` score
+against its accuracies.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from raynas.cli.common import (
 )
 from raynas.cli.estimate_common import read_arch_file
 from raynas.train.config import AMPS
+from raynas.train.speed import RANK_BY
 
 if TYPE_CHECKING:  # the bpe package pulls in Ray Tune and scipy: load it only when the command runs
     import pandas as pd
@@ -56,6 +59,9 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, default=None,
                         help="table (.csv/.parquet) with `arch` and true accuracies, to rank against")
     parser.add_argument("--accuracy-column", default="accuracy", help="the reference's accuracy column")
+    parser.add_argument("--rank-by", choices=RANK_BY, default="accuracy",
+                        help="score that ranks the architectures: final val top-1, or the sum of training losses "
+                             "over all epochs (tse) or the last one (tse_e), lower is better (Ru et al., 2021)")
     group = parser.add_argument_group("setting overrides (win over --setting)")
     for key, (kind, text) in SETTING_FLAGS.items():
         group.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=text)
@@ -90,21 +96,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"proxy {setting.describe()} on {args.data}: {len(archs)} architectures", flush=True)
     rows = proxy_evaluate(space, archs, setting, args.data, args.out, address=args.address, use_gpu=args.gpu,
                           cpus_per_arch=args.cpus_per_arch)
-    _report(rows, reference, args.accuracy_column, args.out)
+    _report(rows, reference, args.accuracy_column, args.out, args.rank_by)
     return 0
 
 
-def _report(rows: pd.DataFrame, reference: Reference | None, column: str, out: Path) -> None:
-    from raynas.bpe.proxy import PROXY_FILE, rank_against
+def _report(rows: pd.DataFrame, reference: Reference | None, column: str, out: Path, rank_by: str) -> None:
+    from raynas.bpe.proxy import PROXY_FILE, proxy_scores, rank_against
 
-    frame = rows[["arch", "proxy_accuracy", "seconds", "status"]].copy()
+    frame = rows[["arch", "proxy_accuracy", "tse", "tse_e", "seconds", "status"]].copy()
     if reference is not None:
         frame[column] = frame["arch"].map(dict(zip(reference.keys, reference.accuracy)))
-    frame = frame.sort_values("proxy_accuracy", ascending=False, na_position="last")
+    scores = proxy_scores(rows, rank_by)
+    frame = frame.loc[scores.sort_values(ascending=False, na_position="last", kind="stable").index]
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"mean seconds per architecture: {rows['seconds'].mean():.1f}")
+    unscored = int((rows["status"].eq("ok") & scores.isna()).sum())
+    if unscored:
+        print(f"{unscored} architecture(s) have no {rank_by}: their rows were written before raynas recorded it; "
+              "train them into a new --out to rank them by it")
     if reference is not None:
-        ranks = rank_against(rows, reference)
-        print(f"against {reference.source}:{column} over {ranks['archs']:.0f} architectures: "
+        ranks = rank_against(rows, reference, rank_by)
+        print(f"ranked by {rank_by}, against {reference.source}:{column} over {ranks['archs']:.0f} architectures: "
               f"spearman rho {ranks['spearman_rho']:.4f}  kendall tau {ranks['kendall_tau']:.4f}")
     print(f"wrote {out / PROXY_FILE}")

@@ -23,6 +23,7 @@ from raynas.train.data_feed import ShardFeed, packed_model
 from raynas.train.loop import FixedChild, accuracy, run_epoch
 from raynas.train.modes import configure_trainable, make_optimizer, make_scheduler
 from raynas.train.sandwich import Member
+from raynas.train.speed import training_speed
 
 
 @dataclass
@@ -31,7 +32,8 @@ class ChildEpoch:
 
     epoch: int
     val_accuracy: float
-    train_loss: float
+    train_loss: float  # mean minibatch loss of the epoch
+    train_loss_sum: float  # sum of its minibatch losses: what training-speed estimation adds up
     seconds: float
     child: nn.Module  # the plain exported module being trained (not a copy)
 
@@ -63,20 +65,21 @@ def train_child(record: ModelRecord, arch: Arch, packed: dict[str, Any], config:
     for epoch in range(config.epochs):
         step, losses, _ = run_epoch(model, model, feed, epoch, step, lambda s: members, optimizer, scheduler,
                                     config, space.key)
+        loss_sum = losses.get("child", float("nan"))
         yield ChildEpoch(epoch + 1, accuracy(model, packed, feed, arch, torch.device(device)),
-                         losses.get("child", float("nan")) / max(1, feed.steps_per_epoch()),
-                         time.perf_counter() - started, model.child)
+                         loss_sum / max(1, feed.steps_per_epoch()), loss_sum, time.perf_counter() - started,
+                         model.child)
 
 
 def fit_child(space: SearchSpace, arch: Arch, packed: dict[str, Any], config: TrainConfig,
               device: str = "cpu") -> dict[str, Any]:
-    """Train ``arch`` of ``space`` for ``config.epochs`` epochs; returns its final val accuracy and cost.
+    """Train ``arch`` of ``space`` for ``config.epochs`` epochs; returns its final val accuracy, its
+    cost, each epoch's sum of minibatch losses and the training speed they add up to (``tse``,
+    ``tse_e``), so a caller can rank by either without training again.
 
     The model is ``space`` on the packed data with ``config``'s BN layout (``packed_model``).
     """
-    last = None
-    for last in train_child(packed_model(space, packed, config.bn_layout), arch, packed, config, device):
-        pass
-    assert last is not None  # config.epochs >= 1 is validated by TrainConfig
-    return {"arch": space.key(arch), "val_accuracy": last.val_accuracy, "train_loss": last.train_loss,
-            "seconds": last.seconds}
+    epochs = list(train_child(packed_model(space, packed, config.bn_layout), arch, packed, config, device))
+    sums = [e.train_loss_sum for e in epochs]  # config.epochs >= 1 is validated by TrainConfig
+    return {"arch": space.key(arch), "val_accuracy": epochs[-1].val_accuracy, "train_loss": epochs[-1].train_loss,
+            "seconds": epochs[-1].seconds, "epoch_loss_sums": sums, **training_speed(sums)}

@@ -17,17 +17,20 @@ from raynas.bpe import (
     ProxySetting,
     from_bpe_result,
     load_proxy_setting,
+    load_reference_column,
     proxy_child_space,
     proxy_evaluate,
     read_proxy_rows,
 )
-from raynas.bpe.proxy import pack_proxy_data
+from raynas.bpe.proxy import pack_proxy_data, proxy_scores, proxy_train_config, rank_against, train_proxy
 from raynas.bpe.proxy_setting import KEYS
 from raynas.cli import main
 from raynas.data import load_data
 from raynas.errors import ConfigError
 from raynas.space import load_space
 from raynas.supernet import build_supernet
+from raynas.train import loop
+from raynas.train.standalone import fit_child
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces" / "bpe" / "proxy" / "nb201_cifar10_proxy.yaml"
 TINY = {"channels": 4, "cells_per_stage": 1, "resolution": 8, "epochs": 1, "batch_size": 32, "lr": 0.05}
@@ -129,6 +132,43 @@ def test_packed_data_is_the_proxy_share_at_the_proxy_resolution():
         pack_proxy_data(data, ProxySetting(**{**TINY, "batch_size": 512}))
 
 
+def test_training_speed_is_the_sum_of_the_recorded_step_losses(monkeypatch, one_thread, nb201):
+    setting = ProxySetting(**{**TINY, "epochs": 2})
+    packed = pack_proxy_data(load_data("synthetic"), setting)
+    config = proxy_train_config(setting, len(packed["train_labels"]))
+    proxy, key = proxy_child_space(nb201, setting), keys_of(nb201, 1, seed=3)[0]
+    steps: list[float] = []
+    step = loop.sandwich_step
+
+    def recorded(*args, **kwargs):
+        losses = step(*args, **kwargs)
+        steps.append(losses["child"])
+        return losses
+
+    monkeypatch.setattr(loop, "sandwich_step", recorded)
+
+    fitted = fit_child(proxy, proxy.arch(key), packed, config)
+    per_epoch = len(packed["train_labels"]) // setting.batch_size
+    assert len(steps) == 2 * per_epoch and all(math.isfinite(v) and v > 0 for v in steps)
+    assert fitted["epoch_loss_sums"] == pytest.approx([sum(steps[:per_epoch]), sum(steps[per_epoch:])])
+    assert fitted["tse"] == pytest.approx(sum(steps)) and fitted["tse_e"] == pytest.approx(sum(steps[per_epoch:]))
+
+    steps.clear()
+    row = train_proxy(proxy, key, packed, config, "cpu")  # what a proxy row records, from the same steps
+    assert row["tse"] == pytest.approx(sum(steps)) and row["tse_e"] == pytest.approx(sum(steps[per_epoch:]))
+    assert row["tse"] == pytest.approx(fitted["tse"])  # same seed, same process: the same training
+
+
+def test_a_lower_loss_sum_ranks_higher():
+    rows = pd.DataFrame({"arch": ["a", "b", "c"], "proxy_accuracy": [0.5, 0.7, np.nan],
+                         "tse": [9.0, 3.0, np.nan], "tse_e": [2.0, 4.0, 1.0]})
+    assert proxy_scores(rows).tolist()[:2] == [0.5, 0.7]
+    assert proxy_scores(rows, "tse").tolist()[:2] == [-9.0, -3.0]
+    assert proxy_scores(rows, "tse_e").tolist() == [-2.0, -4.0, -1.0]
+    with pytest.raises(ConfigError, match=r"^rank_by must be one of \['accuracy', 'tse', 'tse_e'\], got 'loss'$"):
+        proxy_scores(rows, "loss")
+
+
 # --- the CLI refuses bad input in one line, before Ray starts -----------------------------------
 @pytest.fixture
 def cli_files(tmp_path, nb201):
@@ -177,6 +217,9 @@ def test_cli_refuses_a_mobilenet_space_and_bad_flags(cli_files, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(_args(cli_files, "--channels", "0"))
     assert exit_info.value.code == 2 and "--channels: must be an integer >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(_args(cli_files, "--rank-by", "loss"))
+    assert exit_info.value.code == 2 and "--rank-by: invalid choice: 'loss'" in capsys.readouterr().err
 
 
 # --- with Ray: rows, resume, and the command end to end ---------------------------------------
@@ -189,6 +232,8 @@ def test_rows_and_resume_without_retraining(ray_local, tmp_path, nb201):
     assert rows["status"].eq("ok").all() and rows["proxy_accuracy"].between(0, 1).all() and (rows["seconds"] > 0).all()
     assert (rows[list(KEYS)] == pd.Series(setting.to_dict())).all().all()
     assert rows["data"].eq("synthetic").all() and rows["train_images"].eq(len(load_data("synthetic").train)).all()
+    assert np.isfinite(rows[["tse", "tse_e"]]).all().all() and (rows["tse_e"] > 0).all()
+    assert np.allclose(rows["tse"], rows["tse_e"])  # one epoch: every loss is the last epoch's
 
     trained.clear()
     again = proxy_evaluate(nb201, keys, setting, "synthetic", tmp_path, on_row=trained.append)
@@ -202,7 +247,7 @@ def test_rows_and_resume_without_retraining(ray_local, tmp_path, nb201):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_cutout_and_bf16_train_and_rows_written_before_them_still_resume(ray_local, tmp_path, nb201):
+def test_cutout_bf16_and_tse_rows_written_before_them_still_resume(ray_local, tmp_path, nb201):
     keys = keys_of(nb201, 2, seed=5)
     setting = ProxySetting(**TINY, cutout=3, amp="bf16")
     rows = proxy_evaluate(nb201, keys, setting, "synthetic", tmp_path / "new")
@@ -213,12 +258,15 @@ def test_cutout_and_bf16_train_and_rows_written_before_them_still_resume(ray_loc
     proxy_evaluate(nb201, keys, plain, "synthetic", tmp_path / "old")
     path = tmp_path / "old" / PROXY_FILE
     table = pq.read_table(path)
-    pq.write_table(table.drop(["cutout", "amp"]).replace_schema_metadata(table.schema.metadata), path)
+    old = table.drop(["cutout", "amp", "tse", "tse_e"]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(old, path)
     stored = read_proxy_rows(tmp_path / "old")  # a file written before cutout and amp: it trained without them
     assert stored["cutout"].eq(0).all() and stored["amp"].eq("off").all()
+    assert stored["tse"].isna().all() and stored["tse_e"].isna().all()  # nor was its training speed recorded
     trained = []
     again = proxy_evaluate(nb201, keys, plain, "synthetic", tmp_path / "old", on_row=trained.append)
     assert not trained and sorted(again["arch"]) == sorted(keys)
+    assert again["proxy_accuracy"].notna().all() and again["tse"].isna().all()
 
 
 def test_cli_end_to_end_with_the_shipped_setting_and_a_reference(ray_local, cli_files, capsys, nb201):
@@ -232,15 +280,27 @@ def test_cli_end_to_end_with_the_shipped_setting_and_a_reference(ray_local, cli_
     out = capsys.readouterr().out
     assert len(re.findall(r"proxy_accuracy \d", out)) == 3  # one progress line per trained architecture
     assert "mean seconds per architecture: " in out and f"wrote {cli_files / 'out' / PROXY_FILE}" in out
-    assert "against ref.csv:true_acc over 3 architectures: spearman rho " in out and "kendall tau " in out
+    assert "ranked by accuracy, against ref.csv:true_acc over 3 architectures: spearman rho " in out
+    assert "kendall tau " in out
     rows = read_proxy_rows(cli_files / "out")
     assert sorted(rows["arch"]) == sorted(keys) and not rows["augment"].any() and rows["channels"].eq(4).all()
     assert rows["epochs"].eq(1).all() and rows["weight_decay"].eq(3e-4).all()  # flags win, the file fills the rest
     assert rows["cutout"].eq(2).all() and rows["amp"].eq("off").all()
 
-    assert main(args) == 0  # resumed: nothing left to train
-    assert not re.findall(r"proxy_accuracy \d", capsys.readouterr().out)
-    assert math.isfinite(read_proxy_rows(cli_files / "out")["seconds"].sum())
+    assert main([*args, "--rank-by", "tse"]) == 0  # resumed: nothing left to train, ranked by TSE
+    out = capsys.readouterr().out
+    assert not re.findall(r"proxy_accuracy \d", out)
+    rows = read_proxy_rows(cli_files / "out")
+    reference = load_reference_column(cli_files / "ref.csv", nb201, "true_acc")
+    ranks = rank_against(rows, reference, "tse")
+    assert ranks["archs"] == 3
+    assert (f"ranked by tse, against ref.csv:true_acc over 3 architectures: spearman rho {ranks['spearman_rho']:.4f}  "
+            f"kendall tau {ranks['kendall_tau']:.4f}") in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["arch"])
+    table = lines[header + 1:header + 4]  # best first: the lowest TSE on top
+    assert [line.split()[0] for line in table] == list(rows.sort_values("tse")["arch"])
+    assert math.isfinite(rows["seconds"].sum())
 
 
 @pytest.mark.parametrize("path", sorted(SHIPPED.parent.glob("*.yaml")), ids=lambda p: p.name)

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raynas.bpe import Reference, load_proxy_setting, read_trials, run_bpe
+from raynas.bpe import ProxySetting, Reference, load_proxy_setting, rank_correlation, read_trials, run_bpe
 from raynas.bpe.mip import search_reference
 from raynas.bpe.proxy import PROXY_SCHEMA
 from raynas.bpe.space import STANDALONE_HYPERPARAMETERS, bpe_space_from_dict
+from raynas.bpe.standalone import StandaloneTask, evaluate_standalone_setting
 from raynas.cli import main
-from raynas.errors import SpaceError
+from raynas.data import load_data
+from raynas.errors import ConfigError, SpaceError
 from raynas.space import load_space
 
 CELLS = {  # NAS-Bench-201 cells with their 200-epoch CIFAR-10 accuracy (nb201_cifar10_dev.csv)
@@ -69,6 +71,37 @@ def test_standalone_file_errors_name_the_key_and_rule(change, message):
         bpe_space_from_dict({**STANDALONE, **change})
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"rank_by": "loss"}, r"^<dict>: rank_by must be one of \['accuracy', 'tse', 'tse_e'\], got 'loss'$"),
+    ({"proxy": "supernet", "target_space": "tiny", "hyperparameters": {"epochs": [1]}, "rank_by": "tse"},
+     r"^<dict>: rank_by ranks the architectures of a standalone proxy \(proxy: standalone\); a supernet proxy"),
+])
+def test_rank_by_is_one_of_three_on_a_standalone_proxy_only(change, message):
+    assert bpe_space_from_dict(STANDALONE).rank_by == "accuracy"  # the default: val top-1, as before
+    assert bpe_space_from_dict({**STANDALONE, "rank_by": "tse_e"}).estimator_for(None) == "tse_e"
+    with pytest.raises(ConfigError, match=message):
+        bpe_space_from_dict({**STANDALONE, **change})
+
+
+def test_cli_refuses_an_unknown_rank_by_in_one_line(tmp_path, capsys):
+    (tmp_path / "bpe.yaml").write_text(json.dumps({**STANDALONE, "rank_by": "loss"}))
+    pd.DataFrame({"arch": list(CELLS), "top1": list(CELLS.values())}).to_csv(tmp_path / "dev.csv", index=False)
+    code = main(["bpe", str(tmp_path / "bpe.yaml"), "--reference", str(tmp_path / "dev.csv"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "raynas bpe: error: bpe.yaml: rank_by must be one of ['accuracy', 'tse', 'tse_e'], got 'loss'\n"
+
+
+def test_a_trial_ranked_by_tse_correlates_the_negated_loss_sums(tmp_path, one_thread, nb201):
+    setting = ProxySetting(channels=4, cells_per_stage=1, resolution=8, epochs=1, batch_size=32, lr=0.05).to_dict()
+    task = StandaloneTask(nb201, reference(nb201), str(tmp_path), rank_by="tse")
+    row = evaluate_standalone_setting(task, setting, load_data("synthetic"), "trial")
+    rows = pd.read_parquet(tmp_path / "trial.parquet")
+    assert row["status"] == "ok" and row["estimator"] == "tse" and np.isfinite(rows["tse"]).all()
+    tau, rho = rank_correlation(-rows["tse"].to_numpy(), np.array(list(CELLS.values())))
+    assert (row["tau"], row["rho"]) == pytest.approx((tau, rho))
+
+
 def test_a_count_of_reference_archs_samples_a_larger_table_seeded(nb201):
     bpe = bpe_space_from_dict({**STANDALONE, "reference_archs": 3})
     picked = search_reference(bpe, reference(nb201))
@@ -110,7 +143,7 @@ def test_mip_over_standalone_settings_end_to_end(ray_local, tmp_path, nb201):
 def test_cli_holds_cells_out_of_the_search(ray_local, tmp_path, nb201, capsys):
     spec = {**STANDALONE, "hyperparameters": {**STANDALONE["hyperparameters"], "channels": [4], "epochs": [2],
                                                "lr": [0.1], "data_fraction": [1.0]},
-            "mip": {"rounds": 1, "trials_per_round": 1}}
+            "mip": {"rounds": 1, "trials_per_round": 1}, "rank_by": "tse"}
     (tmp_path / "bpe.yaml").write_text(json.dumps(spec))
     table = pd.DataFrame({"arch": list(CELLS), "top1": list(CELLS.values())})
     table.to_csv(tmp_path / "dev.csv", index=False)
@@ -120,4 +153,7 @@ def test_cli_holds_cells_out_of_the_search(ray_local, tmp_path, nb201, capsys):
     held = pd.read_csv(tmp_path / "out" / "held_out.csv")
     trained = pd.concat([pd.read_parquet(f) for f in (tmp_path / "out" / "runs").glob("*.parquet")])
     assert len(held) == 1 and len(trained) == 3 and held["arch"][0] not in set(trained["arch"])
-    assert "held out:" in capsys.readouterr().out
+    assert read_trials(tmp_path / "out").column("estimator").to_pylist() == ["tse"]
+    assert json.loads((tmp_path / "out" / "bpe_result.json").read_text())["estimator"] == "tse"
+    out = capsys.readouterr().out
+    assert "held out:" in out and out.rstrip().endswith("--rank-by tse")
