@@ -19,6 +19,7 @@ from raynas.cli import (
     export_cmd,
     latency_cmd,
     proxy_cmd,
+    ranker_cmd,
     report_cmd,
     retrain_cmd,
     run_cmd,
@@ -46,6 +47,7 @@ COMMANDS: dict[str, ModuleType] = {
     "bpe": bpe_cmd,
     "data": data_cmd,
     "proxy": proxy_cmd,
+    "ranker": ranker_cmd,
 }
 
 

@@ -12,13 +12,24 @@ Each estimator is a plug-in registered once (``register_estimator``), as familie
     bn_score   Chen et al., ICCV 2021           the BN-NAS indicator
 
 Higher always predicts better. ``score_children`` runs any of them over a list of children.
+``LearnedRanker`` combines scores with the architecture's one-hot encoding (boosted trees fitted
+on reference cells, saved as JSON); ``cross_validate`` and ``holdout`` judge it.
 """
 
 from raynas.estimate.training_free._registry import Estimator, estimator, known_estimators, register_estimator
+from raynas.estimate.training_free.metrics import ranking_metrics
 from raynas.estimate.training_free.probe import DEFAULT_PROBE_IMAGES, Minibatch, ProbeBatch, ScoringContext
+from raynas.estimate.training_free.ranker import (
+    LearnedRanker,
+    arch_feature_names,
+    arch_features,
+    cross_validate,
+    holdout,
+)
 from raynas.estimate.training_free.scoring import BUILD, Scores, score_children
 
 __all__ = [
-    "BUILD", "DEFAULT_PROBE_IMAGES", "Estimator", "Minibatch", "ProbeBatch", "Scores", "ScoringContext", "estimator",
-    "known_estimators", "register_estimator", "score_children",
+    "BUILD", "DEFAULT_PROBE_IMAGES", "Estimator", "LearnedRanker", "Minibatch", "ProbeBatch", "Scores",
+    "ScoringContext", "arch_feature_names", "arch_features", "cross_validate", "estimator", "holdout",
+    "known_estimators", "ranking_metrics", "register_estimator", "score_children",
 ]
