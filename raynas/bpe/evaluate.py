@@ -25,7 +25,6 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 from ray import tune
-from scipy import stats
 
 from raynas.bpe.reference import Reference
 from raynas.bpe.space import HYPERPARAMETERS, BPESpace, Setting, proxy_arch, proxy_space
@@ -42,6 +40,7 @@ from raynas.data import DataSplits
 from raynas.errors import RaynasError, TrainingError
 from raynas.estimate import BNIndicator
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
+from raynas.estimate.training_free.metrics import rank_correlation
 from raynas.search.recipes import resolve_depth_rule, resolve_sampling
 from raynas.space import Arch
 from raynas.supernet import Supernet
@@ -150,15 +149,6 @@ def score_archs(supernet: Supernet, archs: list[Arch], estimator: str, data: Dat
             cache[arch] = calibrate_and_evaluate(supernet, arch, data.calib, data.val, data.mean, data.std,
                                                  calibration)["accuracy"]
     return np.array([cache[a] for a in archs])
-
-
-def rank_correlation(scores: np.ndarray, accuracy: np.ndarray) -> tuple[float, float]:
-    """Kendall tau-b and Spearman rho; NaN when either side is constant."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        tau = stats.kendalltau(scores, accuracy).statistic
-        rho = stats.spearmanr(scores, accuracy).statistic
-    return float(tau), float(rho)
 
 
 def device_name(use_gpu: bool) -> str:
