@@ -24,7 +24,19 @@ Rankers:
 - every score column of each ``--scores`` CSV (``benchmarks.nb201_supernet`` writes one with a
   BigNAS supernet's calibrated accuracy and BN-only supernets' indicators at a reduced skeleton);
 - ``proxy <setting>``: every proxy setting found in each ``--proxy`` folder (``proxy.parquet``
-  of ``raynas proxy``), on the cells it trained.
+  of ``raynas proxy``), on the cells it trained;
+- every estimator column of each ``--score-file`` (the Parquet of ``raynas score``), each
+  ``--fuse`` expression derived from its columns, and with ``--select-fusion A,B,...`` every
+  fusion of those members judged on the search cells, the best one then judged on the cells
+  it was not chosen on;
+- with ``--ranker-features``, the learned ranker (``raynas ranker fit``) by ``--folds``-fold
+  cross-validation and trained on ``--train-cells`` cells, tested on the rest.
+
+Every ranker also gets top-5% precision and the top-k mean with bootstrap intervals, and its
+CPU-seconds per cell (``benchmarks.estimator_ranking``).
+
+    python -m benchmarks.reference_ranking --held-out 0 --score-file benchmarks/out/nb201_dev_scores/scores.parquet \
+        --select-fusion naswot,jacov,synflow,zico,flops --ranker-features naswot,synflow,zico,jacov,flops
 
 Prints a table and writes ``benchmarks/out/reference_ranking.json``.
 """
@@ -39,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks import estimator_ranking as er
 from benchmarks.common import ROOT, table, write_json
 from raynas.bpe import load_reference_column, read_proxy_rows
 from raynas.bpe.proxy import IDENTITY
@@ -71,6 +84,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scores", type=Path, action="append", default=[],
                         help="CSV with `arch` and one column of scores per ranker (higher = better), e.g. "
                              "benchmarks/out/nb201_supernet_scores.csv of benchmarks.nb201_supernet")
+    parser.add_argument("--score-file", type=Path, action="append", default=[], help="Parquet of `raynas score`")
+    parser.add_argument("--fuse", action="append", default=[], help="a fuse:/vote: expression over --score-file columns")
+    parser.add_argument("--select-fusion", default=None,
+                        help="members whose fusions are judged on the search cells; the best is reported apart")
+    parser.add_argument("--ranker-features", default=None, help="estimator columns of the learned ranker")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--train-cells", type=int, default=100)
     parser.add_argument("--k", type=int, default=10, help="top-k whose mean true accuracy is reported")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     return parser.parse_args()
@@ -137,12 +157,38 @@ def judge(name: str, scores: Scores, truth: dict[str, float], population: list[f
     return {"ranker": name, **quality}
 
 
+def estimator_rankers(args: argparse.Namespace, space: SearchSpace, truth: dict[str, float],
+                      search_keys: set[str]) -> tuple[list[er.Ranker], dict[str, Any]]:
+    """Rankers of the score files, the fusions asked for, the fusion chosen on the search cells, and the
+    learned ranker; with what the choice saw."""
+    rankers, chosen = [], {}
+    for path in args.score_file:
+        frame = er.read_score_file(path)
+        rankers += er.base_rankers(frame) + [er.fused(frame, e) for e in args.fuse]
+        if args.select_fusion:
+            candidates = [er.fused(frame, e) for e in er.fusion_candidates(args.select_fusion.split(","))]
+            search_truth = {k: v for k, v in truth.items() if k in search_keys}
+            judged = [(er.judge(c, search_truth, 0)["spearman_rho"], c) for c in candidates]
+            best_rho, best = max(judged, key=lambda pair: pair[0])
+            chosen = {"expression": best.name, "search_cells": len(search_truth), "search_rho": best_rho,
+                      "candidates": {c.name: rho for rho, c in judged}}
+            held = [i for i, k in enumerate(best.keys) if k not in search_keys]
+            rankers.append(er.Ranker(f"{best.name} (chosen on {len(search_truth)} search cells) on the held-out cells",
+                                     [best.keys[i] for i in held], best.scores[held], best.cpu_seconds))
+            rankers.append(er.Ranker(f"{best.name} (chosen on {len(search_truth)} search cells) on every cell",
+                                     best.keys, best.scores, best.cpu_seconds))
+        if args.ranker_features:
+            rankers += er.learned(space, frame, truth, args.ranker_features.split(","), args.folds, args.train_cells)
+    return rankers, chosen
+
+
 def main() -> None:
     args = parse_args()
     space = load_space("nb201")
     reference = load_reference_column(args.csv, space, args.column)
+    search_part, held_part = holdout_split(reference, args.held_out or 200, args.split_seed)
     if args.held_out:
-        reference = holdout_split(reference, args.held_out, args.split_seed)[1]
+        reference = held_part
     truth = dict(zip(reference.keys, reference.accuracy))
     keys = list(reference.keys)
     rankers = {**cost_rankers(space, keys), **bn_rankers(space, keys, args.checkpoint),
@@ -152,6 +198,10 @@ def main() -> None:
     rows = [judge(name, scores, truth, population, args.k, args.resamples) for name, scores in rankers.items()
             if sum(key in truth for key in scores) >= 2]
     k = args.k
+    estimated, chosen = estimator_rankers(args, space, dict(zip(reference.keys, reference.accuracy)),
+                                          set(search_part.keys))
+    judged = [er.judge(r, truth, args.resamples, k) for r in estimated]
+    print_estimators(judged, k)
     shown = [{**r, "tau [95% CI]": f"{r['kendall_tau']:.3f} [{r['kendall_tau_low']:.2f}, {r['kendall_tau_high']:.2f}]",
               "rho [95% CI]": f"{r['spearman_rho']:.3f} [{r['spearman_rho_low']:.2f}, {r['spearman_rho_high']:.2f}]",
               "top-1 (pct)": f"{r['top1_accuracy']:.2f} ({r['top1_percentile']:.0f})",
@@ -162,10 +212,23 @@ def main() -> None:
     print(table(shown, ["ranker", "archs", "tau [95% CI]", "rho [95% CI]", "top-1 (pct)", f"top-{k} mean (pct)"]))
     path = write_json("reference_ranking", {
         "csv": str(args.csv), "column": args.column, "held_out": args.held_out, "split_seed": args.split_seed,
-        "cells": len(keys), "k": k, "resamples": args.resamples, "rows": rows,
+        "cells": len(keys), "k": k, "resamples": args.resamples, "rows": rows, "estimators": judged,
+        "chosen_fusion": chosen,
         "truth_summary": pd.Series(population).describe().to_dict(),
     })
     print(f"wrote {path}")
+
+
+def print_estimators(judged: list[dict[str, Any]], k: int) -> None:
+    def cell(r: dict[str, Any], name: str, digits: int = 3) -> str:
+        return f"{r[name]:.{digits}f} [{r[name + '_low']:.{digits}f}, {r[name + '_high']:.{digits}f}]"
+
+    shown = [{"ranker": r["ranker"], "cells": r["cells"], "rho [95% CI]": cell(r, "spearman_rho"),
+              "tau [95% CI]": cell(r, "kendall_tau"), "top-5% precision": cell(r, "top5pct_precision", 2),
+              f"top-{k} mean": cell(r, f"top{k}_mean_accuracy", 2), "CPU-s/cell": f"{r['cpu_seconds_per_cell']:.3f}"}
+             for r in sorted(judged, key=lambda r: -r["spearman_rho"])]
+    if shown:
+        print(table(shown, list(shown[0])))
 
 
 if __name__ == "__main__":

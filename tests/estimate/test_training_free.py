@@ -186,3 +186,30 @@ def test_score_command_writes_resumes_and_refuses_bad_input(ray_local, tmp_path,
         assert main([*argv, *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_score_command_applies_a_learned_ranker_and_refuses_one_of_another_space(tmp_path, capsys):
+    from raynas.cost import CostModel
+    from raynas.estimate.training_free.ranker import LearnedRanker
+
+    space = load_space("nb201")
+    archs = space.from_index_matrix(space.sample_index_matrix(60, seed=2))
+    flops = CostModel(space).costs(archs)["flops"].astype(float)
+    truth = flops + np.random.default_rng(0).normal(0, flops.std(), len(flops))
+    LearnedRanker(["flops"]).fit(space, archs, {"flops": flops}, truth).save(tmp_path / "ranker.json")
+    keys = tmp_path / "cells.txt"
+    keys.write_text("\n".join(space.key(a) for a in archs[:7]))
+    argv = ["score", "nb201", "--archs", str(keys), "--out", str(tmp_path / "s.parquet")]
+    assert main([*argv, "--estimator", f"flops,ranker:{tmp_path / 'ranker.json'}"]) == 0
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    loaded = LearnedRanker.load(tmp_path / "ranker.json", space)
+    expected = loaded.predict(space, archs[:7], {"flops": flops[:7]})
+    assert table[f"ranker:{tmp_path / 'ranker.json'}"].tolist() == pytest.approx(list(expected))
+    tiny = load_space("tiny")
+    tiny_archs = tiny.from_index_matrix(tiny.sample_index_matrix(30, seed=0))
+    tiny_flops = CostModel(tiny).costs(tiny_archs)["flops"].astype(float)
+    LearnedRanker(["flops"]).fit(tiny, tiny_archs, {"flops": tiny_flops}, tiny_flops).save(tmp_path / "tiny.json")
+    capsys.readouterr()
+    assert main([*argv, "--estimator", f"ranker:{tmp_path / 'tiny.json'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tiny" in err and len(err.splitlines()) == 1, err
