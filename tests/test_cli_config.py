@@ -47,7 +47,7 @@ def test_flags_win_over_the_file_and_a_required_option_may_come_from_it(tmp_path
 @pytest.mark.parametrize("text, message", [
     ("trials: many\n", r"search.yaml: trials: must be an integer >= 1, got 'many'"),
     ("trails: 5\n", r"search.yaml: unknown option 'trails' for `raynas search`; options: .*trials"),
-    ("evaluator: oracle\n", r"search.yaml: evaluator must be one of \['calibrate', 'proxy'\], got 'oracle'"),
+    ("depth-rule: median\n", r"search.yaml: depth-rule must be one of \['sum', 'mean'\], got 'median'"),
     ("new-run: 1\n", r"search.yaml: new-run must be true or false, got 1"),
     ("- trials\n", r"search.yaml: a config file must be a mapping of `raynas search` options, got list"),
 ])

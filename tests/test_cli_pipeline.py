@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from raynas.cli import main
+from raynas.protocol.targets import spread_shortlist
 from raynas.space import load_space
 from raynas.supernet import load_child
 from raynas.train import Scaling, TrainConfig, train_supernet
@@ -92,3 +93,24 @@ def test_main_job_runs_on_the_embedded_default(ray_local, tmp_path, capsys):
     assert len(models) == 2
     child, arch, _ = load_child(models[-1])
     assert child(torch.zeros(1, 1, arch["resolution"], arch["resolution"])).argmax(1).shape == (1,)
+
+
+def test_main_job_ranks_by_an_estimator(ray_local, tmp_path, capsys):
+    out = tmp_path / "main"
+    flags = ["run", "--out", str(out), "--epochs", "1", "--trials", "30", "--search-batch", "30", "--actors", "2",
+             "--actor-cpus", "0.5", "--targets", "2", "--per-target", "1", "--short-epochs", "1", "--final-epochs", "1"]
+    assert main([*flags, "--estimator", "fuse:naswot+"]) == 2  # refused before any training
+    err = capsys.readouterr().err.strip()
+    assert "malformed term" in err and len(err.splitlines()) == 1, err
+    assert main([*flags, "--estimator", "naswot"]) == 0
+    assert "children ranked by naswot" in capsys.readouterr().out
+    rows = pd.read_parquet(out / "results")
+    assert set(rows["evaluator"]) == {"estimate", "short_train", "final_train", "test"}
+    searched = rows[(rows["evaluator"] == "estimate") & (rows["status"] == "ok")]
+    assert searched["estimate"].notna().all() and searched["bn_score"].isna().all()
+    summary = json.loads((out / "final.json").read_text())
+    shortlist = spread_shortlist(searched, [m["target"] for m in summary["models"]], "flops", 1, score="estimate")
+    assert set(rows.loc[rows["evaluator"] == "short_train", "arch"]) == {a for k in shortlist.values() for a in k}
+    assert json.loads((out / "run.json").read_text())["search"]["estimator"] == "naswot"
+    assert summary["estimator"] == "naswot"
+    assert len(list((out / "models").iterdir())) == 2

@@ -15,7 +15,9 @@ from raynas.cli.common import positive_int
 from raynas.data import DataSplits, load_data
 from raynas.errors import ArchError, ConfigError
 from raynas.estimate import DEPTH_RULES
+from raynas.model_record import DataInfo, ModelRecord
 from raynas.results import rows_to_table
+from raynas.search.pool import UntrainedSupernet
 from raynas.space import Arch, SearchSpace
 from raynas.train import LoadedCheckpoint
 
@@ -79,6 +81,12 @@ def _read_arch_table(path: Path) -> pd.DataFrame:
 def checkpoint_data(checkpoint: LoadedCheckpoint, spec: str | None) -> DataSplits:
     """The checkpoint's own dataset (same seed, so calibration images never overlap training)."""
     return load_data(spec or checkpoint.data.spec, seed=checkpoint.config.seed)
+
+
+def space_at_init(space: SearchSpace, spec: str, seed: int) -> tuple[UntrainedSupernet, DataSplits]:
+    """``space``'s supernet at initialisation and the data it reads: the split and the weights drawn by ``seed``."""
+    data = load_data(spec, seed=seed)
+    return UntrainedSupernet(ModelRecord.of(space, DataInfo.of(data)), seed), data
 
 
 def write_rows(rows: list[dict[str, Any]], space: SearchSpace, out: Path) -> Path:

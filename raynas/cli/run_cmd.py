@@ -42,6 +42,7 @@ from raynas.protocol.main_job import (
     cost_objective,
     default_recipe,
     parse_targets,
+    quality_objective,
     resolve_targets,
 )
 from raynas.protocol.plot import plot_main_job
@@ -49,9 +50,9 @@ from raynas.ray_env import ensure_ray
 from raynas.results import ResultStore
 from raynas.results.report import RunDir, load_report, write_report
 from raynas.search.costs import CheapObjectives
-from raynas.search.recipes import default_sampling
-from raynas.search.study import record_stage
-from raynas.space import load_space
+from raynas.search.recipes import default_sampling, main_job_estimator
+from raynas.search.study import SearchConfig, record_stage
+from raynas.space import SearchSpace, load_space
 from raynas.space.families.mobilenet import MobileNetSpec
 from raynas.supernet.mobilenet import with_stage_skip
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
@@ -97,6 +98,11 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-target", type=int, default=3, help="shortlisted children per target (BN-NAS path)")
     parser.add_argument("--short-epochs", type=int, default=None, help="max epochs of the ASHA shortlist stage")
     parser.add_argument("--final-epochs", type=int, default=None, help="epochs of the full training per target")
+    parser.add_argument("--estimator", default=None, metavar="EXPR",
+                        help="BN-NAS path: search (objectives estimate,<cost>) and shortlist by a training-free "
+                             "estimator expression of children sliced from the trained supernet: naswot, "
+                             "fuse:naswot*2+flops, vote:synflow+jacov+snip, ranker:FILE; default: the BN indicator "
+                             "(bn_score)")
     add_search_options(parser)
     parser.set_defaults(trials=1000, search_batch=200)
     add_address(parser)
@@ -111,8 +117,9 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     space = load_space(args.space)
-    search = search_config(args)
+    search = _search_config(args, space)
     cost_name = cost_objective(search.objectives)
+    ranked_by = quality_objective(search.objectives) if args.mode == "bn_only" else "calibrated accuracy"
     targets = parse_targets(args.targets, search.parsed_constraints, cost_name)
     run = RunDir(args.out)
     if (run.root / SUMMARY_FILE).exists():
@@ -143,19 +150,35 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
         finals = bignas_finals(checkpoint, data, run, pool, budgets, cheap, cost_name, args.perturbations,
                                args.seed, finetune)
     else:
-        logger.info(f"2/4 search {search.trials} children with {search.sampler} over {','.join(search.objectives)}")
+        with_estimator = f" (estimator {search.estimator})" if search.estimator else ""
+        logger.info(f"2/4 search {search.trials} children with {search.sampler} over {','.join(search.objectives)}"
+                    f"{with_estimator}")
         finals = bnnas_finals(checkpoint, data, run, pool, search, budgets, cheap, recipe)
     clock.lap("select and train children")
     logger.info(f"3/4 test {len(finals)} final model(s) once each on {len(data.test)} held-out images, export")
     store = ResultStore(run.results, space)
-    frame = deliver(space, data, finals, cost_name, run.root, store, cheap, config.bn_layout, clock.seconds)
+    frame = deliver(space, data, finals, cost_name, run.root, store, cheap, config.bn_layout, clock.seconds,
+                    estimator=search.estimator if args.mode == "bn_only" else None)
     if args.mode == "bn_only":
         record_stage(run.root, search.run_id, "test", [{"arch": r["arch"], "test_top1": r["test_top1"],
                                                          "val_top1": r["val_top1"]} for r in frame.to_dict("records")])
     logger.info("4/4 report")
-    plot = _report(run, store, cost_name, "bn_score" if args.mode == "bn_only" else "calibrate")
-    logger.info(f"done in {clock.total():.0f}s: models {run.root / 'models'}, results {run.results}, plot {plot}")
+    plot = _report(run, store, cost_name, search.evaluator if args.mode == "bn_only" else "calibrate")
+    logger.info(f"done in {clock.total():.0f}s, children ranked by {search.estimator or ranked_by}: "
+                f"models {run.root / 'models'}, results {run.results}, plot {plot}")
     return 0
+
+
+def _search_config(args: argparse.Namespace, space: SearchSpace) -> SearchConfig:
+    """The search flags; with an estimator (``--estimator``, or a measured default), objectives estimate,<cost>."""
+    search = search_config(args)
+    estimator = main_job_estimator(args.estimator, space)
+    if estimator is None:
+        return search
+    if args.mode == "full":
+        raise ConfigError(f"--estimator {estimator} ranks the BN-NAS path's search (--mode bn_only); the BigNAS path "
+                          "(--mode full) selects by calibrated accuracy")
+    return replace(search, objectives=("estimate", cost_objective(search.objectives)), estimator=estimator)
 
 
 class StageClock:

@@ -19,9 +19,8 @@ import numpy as np
 import pandas as pd
 
 from raynas.cli.common import add_address, positive_int
-from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, checkpoint_data, select_archs
+from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, checkpoint_data, select_archs, space_at_init
 from raynas.cost import CostModel
-from raynas.data import load_data
 from raynas.estimate import MEASURES
 from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch, estimator
 from raynas.estimate.training_free.fusion import parse_expressions
@@ -31,7 +30,7 @@ from raynas.search.pool import PoolConfig, SupernetSource, UntrainedSupernet
 from raynas.search.recipes import default_estimator, resolve_depth_rule
 from raynas.search.scoring import PartStore, identity_of, score_architectures
 from raynas.space import load_space
-from raynas.train import load_checkpoint
+from raynas.train import LoadedCheckpoint, load_checkpoint
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -54,15 +53,15 @@ def add(parser: argparse.ArgumentParser) -> None:
                         help="a folder (scores.parquet in it) or a .parquet file; resumed when rerun")
 
 
-def _source(args: argparse.Namespace) -> tuple[SupernetSource, str, str | None, int]:
-    """(supernet, its id, its data spec, the data's split seed) of a checkpoint folder or a space."""
+def _source(args: argparse.Namespace) -> tuple[SupernetSource, str]:
+    """(supernet, its data spec) of a checkpoint folder or a space (its data's classes until the data is read)."""
     target = Path(args.target)
     if target.is_dir():
         checkpoint = load_checkpoint(target)
-        return checkpoint, checkpoint.checkpoint_id, args.data or checkpoint.data.spec, checkpoint.config.seed
+        return checkpoint, args.data or checkpoint.data.spec
     space = load_space(args.target)
-    return UntrainedSupernet(ModelRecord.of(space, DataInfo("", 10, 3, 32, (0.5,), (0.5,)))), \
-        f"{space.name}@init-{args.seed}", args.data or "digits", args.seed
+    return UntrainedSupernet(ModelRecord.of(space, DataInfo("", 10, 3, 32, (0.5,), (0.5,))), args.seed), \
+        args.data or "digits"
 
 
 def _paths(out: Path) -> tuple[Path, Path]:
@@ -73,8 +72,8 @@ def _paths(out: Path) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    source, source_id, spec, split_seed = _source(args)
-    space = source.space
+    source, spec = _source(args)
+    space, source_id = source.space, source.checkpoint_id
     is_checkpoint = not isinstance(source, UntrainedSupernet)
     expressions = parse_expressions(args.estimator or ("bn_score" if is_checkpoint else default_estimator(space)))
     archs = select_archs(args, space)
@@ -82,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
     reads_images = any(estimator(m).kind == "network" for e in expressions for m in e.members)
     probe = None
     if reads_images or any(e.kind == "ranker" for e in expressions) or args.data:
-        data = checkpoint_data(source, spec) if is_checkpoint else load_data(spec, seed=split_seed)
+        if isinstance(source, LoadedCheckpoint):
+            data = checkpoint_data(source, spec)
+        else:
+            source, data = space_at_init(space, spec, args.seed)
         probe = ProbeBatch.from_splits(data, args.probe_images, args.seed)
-        if not is_checkpoint:
-            source = UntrainedSupernet(ModelRecord.of(space, DataInfo.of(data)), args.seed)
         ensure_ray(args.address)
     table_path, parts = _paths(args.out)
     store = PartStore(parts, identity_of(source_id, probe, args.seed, indicator))

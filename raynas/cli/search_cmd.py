@@ -1,5 +1,7 @@
 """Multi-objective search with an Optuna sampler: over a trained checkpoint (BN scores, calibration on
-Ray actors), or over a space whose children the BPE proxy trains standalone (`--evaluator proxy`)."""
+Ray actors), over a space whose children the BPE proxy trains standalone (`--evaluator proxy`), or
+with a training-free estimator over a checkpoint's children or a space's at seeded initialisation
+(`--evaluator EXPR`)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raynas.checkpoint import load_checkpoint
+from raynas.checkpoint import LoadedCheckpoint, load_checkpoint
 from raynas.cli.calibrate_cmd import add_pool_options, pool_config
 from raynas.cli.common import add_address, at_least, non_negative_int, positive_int
-from raynas.cli.estimate_common import add_depth_rule, checkpoint_data
+from raynas.cli.estimate_common import add_depth_rule, checkpoint_data, space_at_init
+from raynas.data import DataSplits
+from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch
 from raynas.ray_env import ensure_ray
 from raynas.results.folder_lock import FolderLock
 from raynas.search import EvaluatorPool
-from raynas.search.pool import PoolConfig
+from raynas.search.pool import PoolConfig, UntrainedSupernet
 from raynas.search.samplers import SAMPLERS
 from raynas.search.runner import SearchRunner, Subject
-from raynas.search.study import ACCURACY_EVALUATORS, SearchConfig, SearchResult, check_folder, search
+from raynas.search.study import (
+    ACCURACY_EVALUATORS,
+    SearchConfig,
+    SearchResult,
+    check_folder,
+    search,
+    search_probe,
+)
+from raynas.space import load_space
 
 if TYPE_CHECKING:  # the latency module pulls in torch: load it only when a table is given
     from raynas.estimate.latency import LatencyTable
@@ -26,19 +38,26 @@ if TYPE_CHECKING:  # the latency module pulls in torch: load it only when a tabl
 
 def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, metavar="CHECKPOINT|SPACE",
-                        help="a trained supernet checkpoint; with --evaluator proxy, a space name or .yaml path")
+                        help="a trained supernet checkpoint; with --evaluator proxy, a space name or .yaml path; "
+                             "with an estimator expression, either")
     add_search_options(parser)
     add_prescreen_options(parser)
-    parser.add_argument("--evaluator", choices=ACCURACY_EVALUATORS, default="calibrate",
-                        help="what measures the accuracy objective: calibrate (a BN-calibrated child of the "
-                             "checkpoint) or proxy (each child trained on its own under --setting; no checkpoint); "
-                             "default calibrate")
+    parser.add_argument("--evaluator", default="calibrate", metavar="calibrate|proxy|EXPR",
+                        help="what scores a child: calibrate (the accuracy of a BN-calibrated child of the "
+                             "checkpoint), proxy (the accuracy of each child trained on its own under --setting; no "
+                             "checkpoint), or "
+                             "an estimator expression (objective estimate: naswot, fuse:naswot*2+flops, "
+                             "vote:synflow+jacov+snip, ranker:FILE; training-free, on children of the checkpoint, or "
+                             "of a space's supernet at seeded initialisation); default calibrate")
+    parser.add_argument("--probe-images", type=positive_int, default=DEFAULT_PROBE_IMAGES,
+                        help="with an estimator expression: images in the fixed probe minibatch (drawn by "
+                             "--search-seed)")
     parser.add_argument("--setting", type=Path, default=None,
                         help="with --evaluator proxy: YAML of proxy setting keys or a bpe_result.json of `raynas "
                              "bpe` (default: the paper's BPE1)")
     parser.add_argument("--data", default=None,
-                        help="DATA for calibration (default: the checkpoint's dataset) or for the proxy's training "
-                             "(default: digits)")
+                        help="DATA for calibration and the probe minibatch (default: the checkpoint's dataset), or for "
+                             "the proxy's training and a space's probe minibatch (default: digits)")
     add_pool_options(parser)
     parser.add_argument("--wait-timeout", type=float, default=600.0,
                         help="seconds a joined cluster may take to make room for the actors (default 600)")
@@ -52,8 +71,9 @@ def add(parser: argparse.ArgumentParser) -> None:
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objectives", default=None,
-                        help="comma-separated: bn_score|accuracy, flops, params, latency_ms (default bn_score,flops; "
-                             "accuracy,flops with --evaluator proxy)")
+                        help="comma-separated: bn_score|accuracy|estimate, flops, params, latency_ms (default "
+                             "bn_score,flops; accuracy,flops with --evaluator proxy; estimate,flops with an estimator "
+                             "expression)")
     parser.add_argument("--constraint", action="append", default=[], help="e.g. 'flops<=2e8' (repeatable)")
     parser.add_argument("--sampler", default="nsga2", help=f"one of {sorted(SAMPLERS)}")
     parser.add_argument("--trials", type=positive_int, default=1000)
@@ -76,12 +96,14 @@ def add_prescreen_options(parser: argparse.ArgumentParser) -> None:
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
+    """``--evaluator`` names an accuracy evaluator (``raynas run`` has none: calibrate), or is an estimator."""
     evaluator = getattr(args, "evaluator", "calibrate")
-    objectives = args.objectives or ("accuracy,flops" if evaluator == "proxy" else "bn_score,flops")
-    return SearchConfig(objectives=tuple(objectives.split(",")), constraints=tuple(args.constraint),
+    estimator = None if evaluator in ACCURACY_EVALUATORS else evaluator
+    default = "estimate,flops" if estimator else "accuracy,flops" if evaluator == "proxy" else "bn_score,flops"
+    return SearchConfig(objectives=tuple((args.objectives or default).split(",")), constraints=tuple(args.constraint),
                         sampler=args.sampler, trials=args.trials, batch_size=args.search_batch,
                         population=args.population, seed=args.search_seed, top_k=args.top_k, run_id=args.run_id,
-                        accuracy_evaluator=evaluator)
+                        accuracy_evaluator="calibrate" if estimator else evaluator, estimator=estimator)
 
 
 def latency_table(args: argparse.Namespace) -> LatencyTable | None:
@@ -109,25 +131,37 @@ def run(args: argparse.Namespace) -> int:
     if config.accuracy_evaluator == "proxy":
         out, result = _proxy_search(args, config, latency)
     else:
-        out, result = _checkpoint_search(args, config, latency)
+        out, result = _pool_search(args, config, latency)
     print(f"{len(result.study.trials)} trials in {out}; report with: raynas report {out}")
     for row in result.calibrated[:5]:
         print(f"  top-1 {row['accuracy']:.4f}  flops {row['flops'] / 1e6:.2f}M  {row['arch']}")
     return 0
 
 
-def _checkpoint_search(args: argparse.Namespace, config: SearchConfig,
-                       latency: LatencyTable | None) -> tuple[Path, SearchResult]:
-    """A search over a trained supernet: BN scores and calibration on evaluator actors."""
-    checkpoint = load_checkpoint(args.source)
-    data = checkpoint_data(checkpoint, args.data)
-    pool_settings = replace(pool_config(args, checkpoint.config.seed, checkpoint.space), wait_timeout=args.wait_timeout)
-    SearchRunner(checkpoint, config, pool_settings, latency)  # refuses what cannot run before anything starts
+def _pool_search(args: argparse.Namespace, config: SearchConfig,
+                 latency: LatencyTable | None) -> tuple[Path, SearchResult]:
+    """A search on evaluator actors: BN scores, calibration or estimators of a trained supernet's
+    children, or estimators of a space's children at seeded initialisation."""
+    source, data, seed = _pool_source(args, config)
+    probe = search_probe(config, data, args.probe_images)
+    pool_settings = replace(pool_config(args, seed, source.space), wait_timeout=args.wait_timeout)
+    SearchRunner(source, config, pool_settings, latency)  # refuses what cannot run before anything starts
     out = _run_folder(args)
-    _check_folder(args, out, checkpoint, config, pool_settings)
+    _check_folder(args, out, source, config, pool_settings, probe)
     ensure_ray(args.address)
-    with EvaluatorPool(checkpoint, data, pool_settings) as actors:
-        return out, search(checkpoint, actors, out, config, latency)
+    calibration = None if isinstance(source, UntrainedSupernet) else data  # an untrained supernet calibrates nothing
+    with EvaluatorPool(source, calibration, pool_settings, probe=probe) as actors:
+        return out, search(source, actors, out, config, latency)
+
+
+def _pool_source(args: argparse.Namespace,
+                 config: SearchConfig) -> tuple[LoadedCheckpoint | UntrainedSupernet, DataSplits, int]:
+    """(the supernet, its data, their seed): a checkpoint folder, or for an estimator a space at initialisation."""
+    if config.evaluator != "estimate" or args.source.is_dir():
+        checkpoint = load_checkpoint(args.source)
+        return checkpoint, checkpoint_data(checkpoint, args.data), checkpoint.config.seed
+    source, data = space_at_init(load_space(str(args.source)), args.data or "digits", config.seed)
+    return source, data, config.seed
 
 
 def _proxy_search(args: argparse.Namespace, config: SearchConfig,
@@ -159,9 +193,9 @@ def _run_folder(args: argparse.Namespace) -> Path:
 
 
 def _check_folder(args: argparse.Namespace, out: Path, subject: Subject, config: SearchConfig,
-                  pool_settings: PoolConfig) -> None:
+                  pool_settings: PoolConfig, probe: ProbeBatch | None = None) -> None:
     """Refuse a busy folder or another search's before any actor or proxy task starts."""
     if args.new_run:
         return
     with FolderLock(out):
-        check_folder(out, subject, config, pool_settings)
+        check_folder(out, subject, config, pool_settings, probe)

@@ -24,8 +24,9 @@ SUMMARY_FILE = "final.json"
 
 def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], cost_name: str, run_dir: Path,
             store: ResultStore, cheap: CheapObjectives, bn_layout: str,
-            stage_seconds: dict[str, float] | None = None) -> pd.DataFrame:
-    """Measure every final model on the test split once, export it, record it; returns the table."""
+            stage_seconds: dict[str, float] | None = None, estimator: str | None = None) -> pd.DataFrame:
+    """Measure every final model on the test split once, export it, record it; returns the table.
+    ``estimator``: the expression the search ranked children by (None: the BN indicator, or calibration)."""
     test = TestSplit(data)
     info = DataInfo.of(data)
     rows, table = [], []
@@ -47,7 +48,7 @@ def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], 
     store.write_batch(rows)
     frame = pd.DataFrame(table)
     baseline = logistic_regression_baseline(data)
-    summary = {"cost": cost_name, "models": table, "baselines": [baseline] if baseline else [],
+    summary = {"cost": cost_name, "estimator": estimator, "models": table, "baselines": [baseline] if baseline else [],
                "test_reads": len(test.reads), "test_images": len(data.test), "stage_seconds": stage_seconds or {}}
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float))
     return frame

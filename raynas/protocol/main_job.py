@@ -1,7 +1,8 @@
 """The main job, ``raynas run``: from data to one shipped model per cost target, every stage on Ray.
 
 BN-NAS path (default):
-    BN-only supernet (Ray Train) -> search over BN score x cost on evaluator actors (Optuna)
+    BN-only supernet (Ray Train) -> search over BN score x cost on evaluator actors (Optuna; with
+    ``--estimator EXPR``, a training-free estimator's score of the same children x cost)
     -> a shortlist spread over the cost range -> short from-scratch training (Ray Tune + ASHA)
     -> full training of the best child per target (Ray Tune) -> test top-1 -> export
 BigNAS path (``mode="full"``):
@@ -32,8 +33,8 @@ from raynas.results.report import RunDir, write_run_metadata
 from raynas.search import EvaluatorPool, PoolConfig
 from raynas.search.coarse_to_fine import coarse_to_fine
 from raynas.search.costs import CheapObjectives
-from raynas.search.objectives import CHEAP, Constraint
-from raynas.search.study import SearchConfig, record_stage, search
+from raynas.search.objectives import CHEAP, QUALITY, Constraint
+from raynas.search.study import SearchConfig, record_stage, search, search_probe
 from raynas.train import LoadedCheckpoint, TrainConfig
 from raynas.train.data_feed import pack_splits
 
@@ -66,6 +67,14 @@ def cost_objective(objectives: Sequence[str]) -> str:
     return costs[0]
 
 
+def quality_objective(objectives: Sequence[str]) -> str:
+    """The search's objective that predicts accuracy (bn_score, estimate or accuracy): what the shortlist ranks by."""
+    quality = [o for o in objectives if o in QUALITY]
+    if not quality:
+        raise ConfigError(f"the main job ranks its search by one of {list(QUALITY)}, got objectives {list(objectives)}")
+    return quality[0]
+
+
 def resolve_targets(spec: int | list[float], cheap: CheapObjectives, cost_name: str,
                     constraints: Sequence[Constraint], seed: int) -> list[float]:
     targets = cost_quantile_targets(cheap, spec, cost_name, seed) if isinstance(spec, int) else list(spec)
@@ -78,15 +87,18 @@ def resolve_targets(spec: int | list[float], cheap: CheapObjectives, cost_name: 
 def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
                  search_config: SearchConfig, budgets: list[float], cheap: CheapObjectives,
                  recipe: RetrainRecipe) -> list[FinalModel]:
-    """Search by BN score, then retrain a shortlist per budget; returns the final models."""
+    """Search by BN score (or the ``estimate`` of ``search_config.estimator``), then retrain a
+    shortlist per budget; returns the final models."""
     space = checkpoint.space
     cost_name = cost_objective(search_config.objectives)
-    with EvaluatorPool(checkpoint, data, pool_config) as pool:
+    quality = quality_objective(search_config.objectives)
+    probe = search_probe(search_config, data)
+    with EvaluatorPool(checkpoint, data, pool_config, probe=probe) as pool:
         search(checkpoint, pool, run.root, replace(search_config, top_k=0), cheap.latency_table)
     store = ResultStore(run.results, space)
     table = store.to_pandas()
-    scored = table[(table["evaluator"] == "bn_score") & (table["status"] == "ok")]
-    shortlist = spread_shortlist(scored, budgets, cost_name, recipe.per_target)
+    scored = table[(table["evaluator"] == search_config.evaluator) & (table["status"] == "ok")]
+    shortlist = spread_shortlist(scored, budgets, cost_name, recipe.per_target, score=quality)
     empty = [t for t, archs in shortlist.items() if not archs]
     if empty:
         raise ConfigError(f"no searched child meets the {cost_name} target(s) {empty}; search more trials "

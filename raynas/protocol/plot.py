@@ -1,4 +1,4 @@
-"""The main job's picture: the search's BN-score stage beside the retrained models' top-1."""
+"""The main job's picture: the search's BN-score (or estimator) stage beside the retrained models' top-1."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 
 
 def plot_main_job(rows: pd.DataFrame, cost_name: str, baselines: list[dict[str, Any]], path: Path) -> Path:
-    """Left: every searched child (cost vs BN score). Right: shortlist (val top-1 after short
-    training), final models (val and test top-1), and the baselines as horizontal lines."""
+    """Left: every searched child (cost vs BN score, or the estimator's score). Right: shortlist (val
+    top-1 after short training), final models (val and test top-1), and the baselines as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,10 +18,12 @@ def plot_main_job(rows: pd.DataFrame, cost_name: str, baselines: list[dict[str, 
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     ok = rows[rows["status"] == "ok"]
-    scored = ok[ok["evaluator"] == "bn_score"]
-    if len(scored):
-        left.scatter(scored[cost_name], scored["bn_score"], s=6, alpha=0.4, label="searched (BN score)")
-        left.set_ylabel("BN score")
+    for column, label in (("bn_score", "BN score"), ("estimate", "estimator's score")):
+        scored = ok[ok["evaluator"] == column]  # each of these evaluators fills the column of its name
+        if len(scored):
+            left.scatter(scored[cost_name], scored[column], s=6, alpha=0.4, label=f"searched ({label})")
+            left.set_ylabel(label)
+            break
     calibrated = ok[ok["evaluator"] == "calibrate"]
     if len(calibrated) and not len(scored):
         left.scatter(calibrated[cost_name], calibrated["accuracy"], s=10, alpha=0.5, label="calibrated (val)")

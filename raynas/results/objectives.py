@@ -51,6 +51,7 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("bn_score", "max", "BN score", "sum of mean |gamma|"),
     Objective("accuracy", "max", "top-1 accuracy", "%", 100.0),
+    Objective("estimate", "max", "estimate", "the training-free estimator's score, --estimator"),
     Objective("top5", "max", "top-5 accuracy", "%", 100.0, searchable=False),
     Objective("flops", "min", "FLOPs", "M MACs", 1e-6, cheap=True, integral=True),
     Objective("params", "min", "params", "M", 1e-6, cheap=True, integral=True),

@@ -26,10 +26,10 @@ A run directory, as ``raynas search`` and ``raynas run`` write it and ``raynas r
 
 Which rows: one evaluator's rows at a time, because a BN score and a calibrated accuracy are
 not comparable. By default that is "calibrate" (calibrated accuracy) when such rows exist, else
-"bn_score". Rows whose status is not "ok", or that lack an objective, are excluded and counted.
-The same architecture evaluated twice with the same objective values counts once on the front.
-FLOPs and params that a row lacks are filled in from the analytic cost model of the space, since
-they follow from the architecture alone.
+"bn_score", else "estimate" (a training-free estimator's score). Rows whose status is not "ok",
+or that lack an objective, are excluded and counted. The same architecture evaluated twice with
+the same objective values counts once on the front. FLOPs and params that a row lacks are filled
+in from the analytic cost model of the space, since they follow from the architecture alone.
 
 The hypervolume's reference point is fixed by the space and the objectives (``hv_reference``:
 the largest child's cost, accuracy 0, BN score 0), or passed by the user, so two runs' normalized
@@ -64,13 +64,14 @@ RUNS_KEY = "runs"
 MODEL_KEY = "model"
 RESULTS_DIR = "results"
 REPORT_DIR = "report"
-PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("proxy", "accuracy"), ("bn_score", "bn_score"))
+PREFERRED_EVALUATORS = (("calibrate", "accuracy"), ("proxy", "accuracy"), ("bn_score", "bn_score"),
+                        ("estimate", "estimate"))
 COST_COLUMNS = ("flops", "params")
 
 # column -> (label, unit, scale applied for display)
 UNITS: dict[str, tuple[str, str, float]] = {
     name: (OBJECTIVES[name].label, OBJECTIVES[name].unit, OBJECTIVES[name].scale)
-    for name in ("flops", "params", "latency_ms", "accuracy", "top5", "loss", "bn_score")  # table order
+    for name in ("flops", "params", "latency_ms", "accuracy", "top5", "loss", "bn_score", "estimate")  # table order
 }
 
 
@@ -318,7 +319,8 @@ def choose_run(rows: pd.DataFrame, run_id: str | None, recorded: str | None) -> 
 
 
 def default_objectives(evaluator: str) -> list[str]:
-    """[accuracy, flops] for calibrated or proxy rows, [bn_score, flops] for BN-score rows (and any other)."""
+    """[accuracy, flops] for calibrated or proxy rows, [estimate, flops] for estimator rows, [bn_score, flops]
+    for BN-score rows (and any other)."""
     quality = dict(PREFERRED_EVALUATORS).get(evaluator, "bn_score")
     return [quality, "flops"]
 

@@ -2,7 +2,8 @@
 
 A Parquet dataset takes its schema from its first file, so a column that a later batch adds
 silently disappears. Every file is therefore written with the full schema of
-``result_schema(space)``: optional values are nulls, never missing columns.
+``result_schema(space)``: optional values are nulls, never missing columns. A column added to
+the schema later (``ADDED_COLUMNS``) is filled in when a file written before it is read.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ FIXED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     objective_field("bn_score"),
+    objective_field("estimate"),  # a training-free estimator expression's value (the search's ``estimator``)
     objective_field("accuracy"),
     pa.field("split", pa.string()),  # which images ``accuracy`` comes from: see SPLITS
     objective_field("top5"),
@@ -62,6 +64,9 @@ FIXED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("target", pa.float64()),  # the cost budget a final-stage row was chosen for
 )
 FIXED_COLUMNS = tuple(f.name for f in FIXED_FIELDS)
+ADDED_COLUMNS: dict[str, object] = {"estimate": None}
+"""Columns added to schema version 2 after files were written with it, with what a row of such a
+file holds there (``ResultStore`` reads those files as if written with the column)."""
 REQUIRED_COLUMNS = tuple(f.name for f in FIXED_FIELDS if not f.nullable)
 
 

@@ -32,10 +32,12 @@ import pyarrow.parquet as pq
 
 from raynas.errors import ResultsError
 from raynas.results.schema import (
+    ADDED_COLUMNS,
     DIMENSIONS_KEY,
     KEY_COLUMNS,
     SCHEMA_VERSION,
     VERSION_KEY,
+    conform,
     result_schema,
     rows_to_table,
 )
@@ -153,16 +155,20 @@ class ResultStore:
         return {(run_id, trial) for run_id, trial, _ in self.keys()}
 
     def _read_part(self, path: str, columns: list[str]) -> pa.Table:
-        """One part file, checked against the schema; a corrupt part is named so it can be moved aside."""
+        """One part file, checked against the schema; a corrupt part is named so it can be moved aside.
+        A part written before a column was added (``ADDED_COLUMNS``) reads with that column filled in."""
         try:
             with self.fs.open_input_file(path) as f:
                 parquet = pq.ParquetFile(f)
-                _check_part(path, parquet.schema_arrow, self.schema, self.space.name)
-                return parquet.read(columns=columns)
+                found = parquet.schema_arrow
+                _check_part(path, found, self.schema, self.space.name)
+                table = parquet.read(columns=[c for c in columns if c in found.names])
         except (pa.ArrowException, OSError) as err:
             detail = " ".join(str(err).split())
             raise ResultsError(f"{path}: not a readable Parquet file ({detail}); move it out of {self.root} "
                                f"to read the other parts") from err
+        wanted = pa.schema([self.schema.field(c) for c in columns])
+        return conform(table, wanted, {c: v for c, v in ADDED_COLUMNS.items() if c in columns})
 
     def _check_columns(self, columns: Sequence[str] | None) -> list[str]:
         if columns is None:
@@ -222,7 +228,8 @@ def _check_part(path: str, found: pa.Schema, expected: pa.Schema, space_name: st
             f"{path}: written with results schema version {version}, but this raynas reads version "
             f"{SCHEMA_VERSION}; read it with the raynas that wrote it, or write to a new directory"
         )
-    if found.remove_metadata().equals(expected.remove_metadata()):
+    older = pa.schema([f for f in expected if f.name in found.names or f.name not in ADDED_COLUMNS])
+    if found.remove_metadata().equals(older.remove_metadata()):  # written before ADDED_COLUMNS, or with them
         return
     missing = [n for n in expected.names if n not in found.names]
     extra = [n for n in found.names if n not in expected.names]

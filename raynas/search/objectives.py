@@ -17,6 +17,8 @@ Value = TypeVar("Value", float, np.ndarray)
 """One cost, or an array of them (the prescreen checks many children at once)."""
 SEARCHABLE = tuple(name for name, o in OBJECTIVES.items() if o.searchable)
 """Objectives a search may optimise (the vocabulary is ``raynas.results.objectives``)."""
+QUALITY = ("bn_score", "estimate", "accuracy")
+"""What predicts a child's accuracy; each has its own evaluator, so a search optimises one."""
 
 
 def parse_objectives(names: str | Sequence[str]) -> tuple[str, ...]:
@@ -26,8 +28,10 @@ def parse_objectives(names: str | Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(f"unknown objective(s) {unknown or items}; valid objectives: {sorted(SEARCHABLE)}")
     if len(set(items)) != len(items):
         raise ConfigError(f"objectives must be distinct, got {items}")
-    if "bn_score" in items and "accuracy" in items:
-        raise ConfigError("pick one of bn_score (cheap stage) or accuracy (calibrated), not both")
+    quality = [n for n in items if n in QUALITY]
+    if len(quality) > 1:
+        raise ConfigError(f"pick one of bn_score (the BN indicator), estimate (a training-free estimator) or "
+                          f"accuracy (calibrated or proxy-trained), got {quality}")
     return tuple(items)
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -27,7 +28,7 @@ from raynas.data import DataSplits
 from raynas.errors import ConfigError, EvaluationError
 from raynas.estimate.calibration import CalibrationConfig
 from raynas.estimate.training_free import ProbeBatch
-from raynas.model_record import ModelRecord
+from raynas.model_record import DataInfo, ModelRecord
 from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
 from raynas.search.evaluator import Evaluator, EvaluatorActor, state_to_numpy
 from raynas.space import Arch, SearchSpace
@@ -48,11 +49,16 @@ class SupernetSource(Protocol):
     def space(self) -> SearchSpace: ...
     @property
     def model(self) -> ModelRecord: ...
+    @property
+    def checkpoint_id(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class UntrainedSupernet:
-    """A supernet at its seeded initialisation: what training-free estimators slice children from."""
+    """A supernet at its seeded initialisation: what training-free estimators slice children from.
+
+    A search runs over it as over a checkpoint (``raynas.search.runner.Subject``): its rows name
+    it ``<space>@init-<seed>``, and it has no folder."""
 
     model: ModelRecord
     seed: int = 0
@@ -60,6 +66,18 @@ class UntrainedSupernet:
     @property
     def space(self) -> SearchSpace:
         return self.model.space
+
+    @property
+    def data(self) -> DataInfo:
+        return self.model.data
+
+    @property
+    def checkpoint_id(self) -> str:
+        return f"{self.space.name}@init-{self.seed}"
+
+    @property
+    def path(self) -> Path | None:
+        return None
 
     @cached_property
     def supernet(self) -> Supernet:
@@ -97,6 +115,8 @@ class EvaluatorPool:
         require(config.request())  # a local instance never grows: refuse before starting anything
         self.config = config
         self.checkpoint = checkpoint
+        self.probe = probe
+        """The minibatch network estimators score children on (``estimate``), or None."""
         weights_ref = ray.put(state_to_numpy(checkpoint.supernet.state_dict()))
         data_ref = ray.put(pack_eval_data(data)) if data is not None else None
         probe_ref = ray.put(probe) if probe is not None else None

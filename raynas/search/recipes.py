@@ -6,6 +6,7 @@ quality"). A flag or argument given explicitly always wins; ``None`` means "use 
 - ``default_depth_rule``: ``"mean"`` on spaces with elastic depth, ``"sum"`` elsewhere.
 - ``default_sampling``: ``"sandwich"`` for the mobilenet family, ``"uniform"`` for nb201.
 - ``default_estimator``: the label-free estimator expression each family ranks best with.
+- ``main_job_estimator``: what the main job's search ranks a trained BN-only supernet's children by.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def default_estimator(space: SearchSpace) -> str:
     """The label-free estimator expression that ranked best on ``space``'s family (``Family.default_estimator``),
     else ``FALLBACK_ESTIMATOR``; the measurements are in benchmarks/RESULTS.md ("Training-free estimators")."""
     return family(space.family).default_estimator or FALLBACK_ESTIMATOR
+
+
+def main_job_estimator(estimator: str | None, space: SearchSpace) -> str | None:
+    """The estimator expression the main job's BN-NAS search ranks children by: ``estimator`` when
+    given (``raynas run --estimator``), else the default. None means the trained supernet's BN
+    indicator (objective ``bn_score``), as BN-NAS ranks.
+
+    The default is None until a measurement on trained BN-only supernets says otherwise; a measured
+    default goes here, e.g. ``default_estimator(space)`` for the families it was measured on.
+    """
+    return estimator
 
 
 def default_sampling(space: SearchSpace) -> str:

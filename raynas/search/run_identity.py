@@ -2,7 +2,8 @@
 
 A search can be resumed (``--trials`` raised, a killed driver restarted) only under the identity
 it started with: the same checkpoint, space, evaluator, sampler, seeds, objectives, constraints,
-depth rule and prescreen (``--prescreen N``, ``--prescreen-keep K``). Anything else would put two
+depth rule, prescreen (``--prescreen N``, ``--prescreen-keep K``) and estimator expression (with
+its reference population and probe minibatch). Anything else would put two
 searches' trials in one study and their rows on one front. The number of trials, the batch size
 and ``top_k`` are not part of it: they say how far to go, not what is searched.
 
@@ -36,11 +37,12 @@ ROW_FIELDS = ("checkpoint_id", "sampler", "seed")
 class RunIdentity:
     """Everything that decides a search's rows. ``None`` marks a field the run does not use
     (``population`` outside NSGA-II/III, ``depth_rule`` outside BN scoring, the calibration
-    outside the calibrate evaluator: a top-K stage's rows record their own ``calib_images``);
+    outside the calibrate evaluator: a top-K stage's rows record their own ``calib_images``; the
+    estimator, its reference and probe outside the estimate evaluator);
     such a field is never compared. Fields added later (``LATER``) are left out of ``to_dict`` and
     ``config_hash`` while unset, so an identity recorded before they existed keeps its hash."""
 
-    LATER: ClassVar[tuple[str, ...]] = ("prescreen", "prescreen_keep")
+    LATER: ClassVar[tuple[str, ...]] = ("prescreen", "prescreen_keep", "estimator", "estimator_reference", "probe")
 
     checkpoint_id: str
     space: str
@@ -56,6 +58,12 @@ class RunIdentity:
     calib_seed: int | None = None
     prescreen: int | None = None
     prescreen_keep: int | None = None
+    estimator: str | None = None
+    """The ``estimate`` objective's expression."""
+    estimator_reference: int | None = None
+    """Children in a fusion's reference population."""
+    probe: str | None = None
+    """A digest of the probe minibatch network estimators score on."""
 
     @property
     def config_hash(self) -> str:

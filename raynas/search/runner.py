@@ -41,7 +41,7 @@ PENALTY = 0.0
 """Value told to Optuna for the unscored objective of an infeasible child (never stored)."""
 ARCH_ATTR = "arch"
 """Trial user attribute holding the architecture's canonical key."""
-COPIED = ("bn_score", "accuracy", "split", "top5", "loss", "calib_images")
+COPIED = ("bn_score", "estimate", "accuracy", "split", "top5", "loss", "calib_images")
 """Measured columns a ``duplicate`` row copies from the row that evaluated its architecture."""
 DUPLICATE = "duplicate"
 

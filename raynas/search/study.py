@@ -26,6 +26,12 @@ exact front of the feasible ones (and the next fronts, up to ``prescreen_keep``)
 ``prescreen-<run_id>.parquet`` and enqueued, so it makes the first trials, each with its row. A
 resume reads that file back and enqueues only the kept children that are no trial yet.
 
+**Training-free estimators** (objective ``estimate``, ``estimator="fuse:naswot+flops"``). The actors
+compute each batch's base estimators on children sliced from the supernet (trained, or at its
+seeded initialisation: ``UntrainedSupernet``) and a fixed probe minibatch; a fusion places each
+child in a reference population of ``estimator_reference`` seeded children, scored once at the
+start into ``reference-<run_id>/`` (read back on resume; ``raynas.search.scoring.EstimateObjective``).
+
 **What optuna-dashboard shows.** The study carries the objective names (``SearchRunner.name_objectives``),
 every trial the user attribute ``arch`` (its canonical key), and ``record_stage`` adds the
 results of later stages (short training, final training) as study user attributes.
@@ -37,6 +43,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, Self, cast
 
@@ -48,7 +55,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from raynas.data import DataSplits
 from raynas.errors import ConfigError
+from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch
+from raynas.estimate.training_free.fusion import Expression, parse_expressions
 from raynas.logs import Progress, get_logger
 from raynas.results import ResultStore
 from raynas.results.folder_lock import FolderLock
@@ -81,6 +91,7 @@ from raynas.search.runner import (
     records,
 )
 from raynas.search.samplers import check_sampler, sampler_name
+from raynas.search.scoring import FUSIONS, EstimateObjective, PartStore, estimate_objective, identity_of, probe_digest
 from raynas.space import Arch
 
 logger = get_logger(__name__)
@@ -122,6 +133,11 @@ class SearchConfig:
     accuracy_evaluator: str = "calibrate"
     """What measures the ``accuracy`` objective: a BN-calibrated child of the supernet (``calibrate``)
     or the child trained on its own under a BPE proxy setting (``proxy``, ``raynas.bpe.search_evaluator``)."""
+    estimator: str | None = None
+    """The ``estimate`` objective's estimator expression: ``naswot``, ``fuse:naswot*2+flops``,
+    ``vote:synflow+jacov+snip``, ``ranker:FILE`` (``raynas.estimate.training_free.fusion``)."""
+    estimator_reference: int = 64
+    """Children in a fusion's reference population (a seeded sample of the space, scored once)."""
 
     def __post_init__(self) -> None:
         self.objectives = parse_objectives(self.objectives)
@@ -136,13 +152,36 @@ class SearchConfig:
         if self.accuracy_evaluator != "calibrate" and "accuracy" not in self.objectives:
             raise ConfigError(f"the {self.accuracy_evaluator} evaluator measures the accuracy objective: "
                               f"objectives {list(self.objectives)} have none (use e.g. accuracy,flops)")
+        self._check_estimator()
+
+    def _check_estimator(self) -> None:
+        if "estimate" not in self.objectives:
+            if self.estimator is not None:
+                raise ConfigError(f"estimator {self.estimator!r} scores the estimate objective: objectives "
+                                  f"{list(self.objectives)} have none (use e.g. estimate,flops)")
+            return
+        if self.estimator is None:
+            raise ConfigError("the estimate objective needs an estimator expression such as naswot or "
+                              "fuse:naswot+flops (`raynas search --evaluator EXPR`, `raynas run --estimator EXPR`)")
+        if len(parse_expressions(self.estimator)) != 1:
+            raise ConfigError(f"the estimate objective takes one estimator expression, got {self.estimator!r}")
+        if self.estimator_reference < 2:
+            raise ConfigError(f"estimator_reference must be >= 2 (a fusion ranks each child within it), "
+                              f"got {self.estimator_reference}")
 
     @property
     def evaluator(self) -> str:
-        """Which evaluator scores a trial: calibration or a proxy, the BN indicator, or costs alone."""
+        """Which evaluator scores a trial: calibration or a proxy, an estimator, the BN indicator, or costs alone."""
         if "accuracy" in self.objectives:
             return self.accuracy_evaluator
+        if "estimate" in self.objectives:
+            return "estimate"
         return "bn_score" if "bn_score" in self.objectives else "cost"
+
+    @property
+    def expression(self) -> Expression | None:
+        """The parsed ``estimator`` of an ``estimate`` search, else None."""
+        return parse_expressions(self.estimator)[0] if self.estimator is not None else None
 
     def describe(self) -> dict[str, Any]:
         values = {k: v for k, v in asdict(self).items() if k != "parsed_constraints"}
@@ -183,7 +222,8 @@ class Search:
 
     def _open(self) -> None:
         """Under the folder's lock: check the identity, repair a torn journal, open the study, record run.json."""
-        self.identity = check_folder(self.out_dir, self.checkpoint, self.config, self.pool.config)
+        probe = self.actors.probe if self.config.evaluator == "estimate" else None
+        self.identity = check_folder(self.out_dir, self.checkpoint, self.config, self.pool.config, probe)
         repair_journal(self.out_dir / JOURNAL_FILE)
         runner, run_id = self.runner, self.config.run_id
         # Ask/tell runs on an in-memory study; each finished batch is then appended to the journal
@@ -202,6 +242,11 @@ class Search:
     def actors(self) -> EvaluatorPool:
         """The actor pool (or a stand-in with its methods): BN scores and calibration run there."""
         return cast(EvaluatorPool, self.pool)
+
+    @cached_property
+    def estimation(self) -> EstimateObjective:
+        """The ``estimate`` objective, on first use (a fusion's reference is scored then, or read back)."""
+        return search_estimate(self.config, self.checkpoint, self.actors, self.out_dir)
 
     @property
     def accuracy_scorer(self) -> AccuracyScorer:
@@ -365,11 +410,18 @@ class Search:
             rows = self.actors.calibrate_and_evaluate(archs)
         elif evaluator == "proxy":
             rows = self.accuracy_scorer.evaluate(archs)
+        elif evaluator == "estimate":
+            estimation = self.estimation
+            rows = estimation.rows(self.actors.estimate(archs, estimation.names, self._per_actor(archs)))
         elif evaluator == "bn_score":
-            rows = self.actors.score(archs, batch_size=max(1, -(-len(archs) // len(self.actors.actors))))
+            rows = self.actors.score(archs, batch_size=self._per_actor(archs))
         else:
             return [{"status": "ok"} for _ in archs]
         return [{k: v for k, v in r.items() if k != "arch"} for r in rows]
+
+    def _per_actor(self, archs: list[Arch]) -> int:
+        """A batch size that gives each actor one call."""
+        return max(1, -(-len(archs) // len(self.actors.actors)))
 
     def _tell(self, trial: optuna.trial.Trial, row: Row) -> None:
         if row["status"] == "failed":
@@ -405,33 +457,56 @@ class Search:
 
 
 def check_folder(out_dir: str | os.PathLike[str], checkpoint: Subject, config: SearchConfig,
-                 pool_config: PoolConfig) -> RunIdentity:
+                 pool_config: PoolConfig, probe: ProbeBatch | None = None) -> RunIdentity:
     """This search's identity, or ``ConfigError`` if ``out_dir`` holds search ``config.run_id`` under another.
 
     ``Search`` checks under the folder's lock; a command may check first, to fail before it starts actors.
     """
-    identity = search_identity(config, checkpoint, pool_config)
+    identity = search_identity(config, checkpoint, pool_config, probe)
     store = ResultStore(Path(out_dir) / RESULTS_DIR, checkpoint.space)
     check_resume(Path(out_dir), config.run_id, recorded_identity(read_run_metadata(out_dir), config.run_id, store), identity)
     return identity
 
 
-def search_identity(config: SearchConfig, checkpoint: Subject, pool_config: PoolConfig) -> RunIdentity:
+def search_identity(config: SearchConfig, checkpoint: Subject, pool_config: PoolConfig,
+                    probe: ProbeBatch | None = None) -> RunIdentity:
     """What decides a search's rows; a field the search does not use is None (never compared)."""
     sampler = sampler_name(config.sampler)
     calibration = pool_config.calibration if config.evaluator == "calibrate" else None
+    expression = config.expression
+    bn_scored = config.evaluator == "bn_score" or (expression is not None and "bn_score" in expression.members)
     return RunIdentity(
         checkpoint_id=checkpoint.checkpoint_id, space=checkpoint.space.name,
         space_hash=space_hash(checkpoint.space.definition), evaluator=config.evaluator, sampler=sampler,
         seed=config.seed, objectives=tuple(config.objectives),
         constraints=tuple(str(c) for c in config.parsed_constraints),
         population=config.population if sampler in POPULATION_SAMPLERS else None,
-        depth_rule=configured_depth_rule(pool_config) if config.evaluator == "bn_score" else None,
+        depth_rule=configured_depth_rule(pool_config) if bn_scored else None,
         calib_images=calibration.images if calibration else None,
         calib_seed=calibration.seed if calibration else None,
         prescreen=config.prescreen or None,
         prescreen_keep=config.prescreen_keep if config.prescreen else None,
+        estimator=config.estimator,
+        estimator_reference=config.estimator_reference if expression and expression.kind in FUSIONS else None,
+        probe=probe_digest(probe) if expression else None,
     )
+
+
+def search_probe(config: SearchConfig, data: DataSplits, images: int = DEFAULT_PROBE_IMAGES) -> ProbeBatch | None:
+    """The probe minibatch of an ``estimate`` search: ``images`` training images drawn by the search
+    seed (as ``raynas score --seed``); None for the other evaluators, which read no probe."""
+    return ProbeBatch.from_splits(data, images, config.seed) if config.evaluator == "estimate" else None
+
+
+def search_estimate(config: SearchConfig, subject: Subject, pool: EvaluatorPool,
+                    out_dir: str | os.PathLike[str]) -> EstimateObjective:
+    """The ``estimate`` objective of a search on ``pool`` (either engine); a fusion's reference is
+    scored into ``OUT/reference-<run_id>/``, under the scoring's identity, once."""
+    if config.estimator is None:
+        raise ConfigError(f"search {config.run_id!r} has no estimate objective (objectives {list(config.objectives)})")
+    store = PartStore(Path(out_dir) / f"reference-{config.run_id}",
+                      identity_of(subject.checkpoint_id, pool.probe, config.seed, pool.config.indicator))
+    return estimate_objective(config.estimator, subject.space, pool, store, config.estimator_reference, config.seed)
 
 
 def pareto_ranks(values: np.ndarray, directions: list[str]) -> np.ndarray:

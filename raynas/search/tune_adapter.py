@@ -13,7 +13,9 @@ Which to pick:
 ``OptunaSearch`` hands out one configuration per Tune trial, so a Tune trial here is one
 architecture, and what ``search`` calls a batch is the set of concurrent trials
 (``max_concurrent``). Every trial evaluates on the shared ``EvaluatorPool`` actors, whose
-handles reach the trainable through ``tune.with_parameters``: no trial builds a supernet.
+handles reach the trainable through ``tune.with_parameters``: no trial builds a supernet. An
+``estimate`` search scores its fusion's reference once, before the first trial, and each child's
+estimators give its ``estimate`` through the same ``EstimateObjective`` as in ``search``.
 
 What does not depend on the engine is ``raynas.search.runner.SearchRunner``'s, shared with
 ``search``. Cheap objectives act first: the define-by-run function has the runner compute
@@ -58,7 +60,8 @@ from raynas.search.define import suggest_arch
 from raynas.search.objectives import OBJECTIVES
 from raynas.search.pool import EvaluatorPool
 from raynas.search.runner import Decided, Row, SearchRunner, duplicate_result, penalties
-from raynas.search.study import SearchConfig
+from raynas.search.scoring import EstimateObjective
+from raynas.search.study import SearchConfig, search_estimate
 
 PER_TRIAL = ("architecture",)
 INFO = "raynas"
@@ -99,8 +102,8 @@ class EvaluateOnce:
     an architecture is then evaluated a second time.
     """
 
-    def __init__(self, actors: list[Any], method: str | None) -> None:
-        self.actors, self.method = actors, method
+    def __init__(self, actors: list[Any], method: str | None, estimation: EstimateObjective | None = None) -> None:
+        self.actors, self.method, self.estimation = actors, method, estimation
         self.results: dict[str, asyncio.Future[Row]] = {}
 
     async def evaluate(self, key: str, trial: int) -> tuple[Row, bool]:
@@ -121,15 +124,17 @@ class EvaluateOnce:
         if self.method is None:
             return {"status": "ok"}
         actor = self.actors[trial % len(self.actors)]
-        return (await getattr(actor, self.method).remote([key]))[0]
+        if self.estimation is None:
+            return (await getattr(actor, self.method).remote([key]))[0]
+        return self.estimation.rows(await getattr(actor, self.method).remote([key], list(self.estimation.names)))[0]
 
     def _forget(self, key: str, pending: asyncio.Future[Row]) -> None:
         if self.results.get(key) is pending:
             del self.results[key]
 
 
-EVALUATOR_METHODS = {"bn_score": "score", "calibrate": "calibrate_and_evaluate", "cost": None}
-"""Pool actor method of each evaluator (``cost`` calls none)."""
+EVALUATOR_METHODS = {"bn_score": "score", "calibrate": "calibrate_and_evaluate", "estimate": "estimate", "cost": None}
+"""Pool actor method of each evaluator (``cost`` calls none; ``estimate``'s rows go through ``EstimateObjective``)."""
 
 
 def evaluate_trial(config: dict[str, Any], once: Any, objectives: Sequence[str]) -> None:
@@ -217,7 +222,8 @@ def tune_search(
         study_name=config.run_id, storage=storage,
     )
     runner.name_objectives(optuna.load_study(study_name=config.run_id, storage=storage))
-    once = EvaluateOnce.remote(list(pool.actors), EVALUATOR_METHODS[config.evaluator])
+    estimation = search_estimate(config, checkpoint, pool, out) if config.evaluator == "estimate" else None
+    once = EvaluateOnce.remote(list(pool.actors), EVALUATOR_METHODS[config.evaluator], estimation)
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, once=once, objectives=list(config.objectives)),
         {"cpu": trial_cpus},

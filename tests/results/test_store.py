@@ -304,6 +304,22 @@ def test_other_schema_version_is_refused(tmp_path, tiny):
         ResultStore(tmp_path, tiny).write_batch(make_rows(tiny, run_id="new", n=1))
 
 
+def test_a_part_written_before_a_column_was_added_still_reads(tmp_path, tiny):
+    """A results folder from before ``estimate`` existed reads, resumes and takes new rows beside its old ones."""
+    store = ResultStore(tmp_path, tiny)
+    store.write_batch(make_rows(tiny, n=3))
+    old = store.read().drop_columns(["estimate"])
+    for part in store.parts():
+        os.remove(part)
+    pq.write_table(old, tmp_path / "part-00000000000000000001-old.parquet")
+    reopened = ResultStore(tmp_path, tiny)
+    assert reopened.read().column("estimate").null_count == 3 and len(reopened.keys()) == 3
+    assert reopened.write_batch([{**r, "estimate": 0.5} for r in make_rows(tiny, run_id="new", n=2)]).written == 2
+    table = reopened.to_pandas()
+    assert table["estimate"].isna().sum() == 3 and (table.loc[table["run_id"] == "new", "estimate"] == 0.5).all()
+    assert reopened.to_pandas(columns=["run_id", "bn_score"]).shape == (5, 2)
+
+
 def test_store_of_another_space_is_refused(tmp_path, tiny, nb201):
     ResultStore(tmp_path, tiny).write_batch(make_rows(tiny, n=2))
     with pytest.raises(ResultsError, match=r"columns must match space 'nb201'.*missing=\['edge_0_1'"):

@@ -72,3 +72,16 @@ def test_the_tune_adapter_refuses_the_proxy_evaluator(trained, pool, tmp_path):
     config = SearchConfig(objectives=("accuracy", "flops"), accuracy_evaluator="proxy", trials=2)
     with pytest.raises(ConfigError, match="the proxy evaluator runs with the ask/tell search"):
         tune_search(trained, pool, tmp_path, config)
+
+
+def test_both_engines_search_a_fused_estimator_alike(trained, pool, tmp_path):
+    """An estimate search's fusion is fitted on one seeded reference: both engines give each child the same value."""
+    config = SearchConfig(objectives=("estimate", "flops"), estimator="fuse:bn_score+params", estimator_reference=8,
+                          constraints=(f"flops<={LIMIT:g}",), sampler="random", trials=6, batch_size=3, top_k=0,
+                          run_id="estimate")
+    tables = [search(trained, pool, tmp_path / "ask", config, progress=False).store.to_pandas(),
+              tune_search(trained, pool, tmp_path / "tune", config, max_concurrent=2).store.to_pandas()]
+    ask_tell, tune = (t.sort_values("trial").reset_index(drop=True)[["trial", "arch", "flops", "status", "estimate"]]
+                      for t in tables)
+    assert ask_tell.equals(tune) and set(ask_tell["status"]) <= {"ok", "infeasible", "duplicate"}
+    assert ask_tell.loc[ask_tell["status"] != "infeasible", "estimate"].notna().all()
