@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     scores = score_architectures(source, archs, expressions, probe=probe, store=store, indicator=indicator,
                                  pool_config=PoolConfig(num_actors=args.actors))
     _write(scores, source, table_path, source_id, args.seed)
-    _summary(scores, [e.text for e in expressions], space.name, time.perf_counter() - started)
+    rule = f" ({indicator['depth_rule']} rule)" if "bn_score" in scores else ""
+    _summary(scores, [e.text for e in expressions], f"{space.name}{rule}", time.perf_counter() - started)
     print(f"wrote {table_path}")
     return 0
 
