@@ -21,7 +21,7 @@ import pandas as pd
 from raynas.cli.common import add_address, positive_int
 from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, checkpoint_data, select_archs, space_at_init
 from raynas.cost import CostModel
-from raynas.estimate import MEASURES
+from raynas.estimate import MEASURES, IndicatorSettings
 from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch, estimator
 from raynas.estimate.training_free.fusion import parse_expressions
 from raynas.model_record import DataInfo, ModelRecord
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     is_checkpoint = not isinstance(source, UntrainedSupernet)
     expressions = parse_expressions(args.estimator or ("bn_score" if is_checkpoint else default_estimator(space)))
     archs = select_archs(args, space)
-    indicator = {"depth_rule": resolve_depth_rule(args.depth_rule, space), "measure": args.measure}
+    indicator: IndicatorSettings = {"depth_rule": resolve_depth_rule(args.depth_rule, space), "measure": args.measure}
     reads_images = any(estimator(m).kind == "network" for e in expressions for m in e.members)
     probe = None
     if reads_images or any(e.kind == "ranker" for e in expressions) or args.data:

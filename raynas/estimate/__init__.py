@@ -8,12 +8,13 @@ from raynas.estimate.bn_indicator import (
     DEPTH_RULES,
     MEASURES,
     BNIndicator,
+    IndicatorSettings,
     NotFittedError,
     OpTable,
     score_direct,
 )
 
-__all__ = ["DEPTH_RULES", "MEASURES", "BNIndicator", "NotFittedError", "OpTable", "score_direct"]
+__all__ = ["DEPTH_RULES", "MEASURES", "BNIndicator", "IndicatorSettings", "NotFittedError", "OpTable", "score_direct"]
 
 from raynas.estimate.latency import (
     LatencyTable,

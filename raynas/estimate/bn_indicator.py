@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypedDict, cast
 
 import numpy as np
 import torch
@@ -232,6 +232,14 @@ def _padded(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- the estimator ---------------------------------------------------------------------------
+class IndicatorSettings(TypedDict, total=False):
+    """``BNIndicator``'s constructor arguments, as a pool or a scoring context carries them."""
+
+    depth_rule: str
+    parameterless_score: float
+    measure: str
+
+
 class BNIndicator:
     """BN-NAS indicator as a scikit-learn-style estimator: ``BNIndicator().fit(supernet).score(archs)``.
 

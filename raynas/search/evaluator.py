@@ -10,18 +10,34 @@ import os
 import time
 import traceback
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 import numpy as np
 import ray
 import torch
 
 from raynas.data import ImageSet
-from raynas.estimate import BNIndicator
+from raynas.estimate import BNIndicator, IndicatorSettings
 from raynas.estimate.calibration import CalibrationConfig, calibrate_and_evaluate
-from raynas.estimate.training_free import BUILD, ScoringContext, score_children
+from raynas.estimate.training_free import BUILD, ProbeBatch, ScoringContext, score_children
 from raynas.model_record import ModelRecord
 from raynas.space import Arch
+from raynas.space.dimension import Choice
+
+T = TypeVar("T")
+Arrays = dict[str, np.ndarray]
+
+
+class Shared(TypedDict):
+    """What every actor of a pool reads once, at start: object-store refs, or the values themselves."""
+
+    weights: ray.ObjectRef[Arrays] | Arrays
+    """The supernet's state dict as numpy arrays (``state_to_numpy``)."""
+    data: ray.ObjectRef[Arrays] | Arrays | None
+    """The calibration and validation images (``pack_eval_data``), or None: no calibration."""
+    probe: NotRequired[ray.ObjectRef[ProbeBatch] | ProbeBatch | None]
+    """The minibatch network estimators score children on (``estimate``)."""
 
 
 def state_to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -33,16 +49,18 @@ class Evaluator:
 
     def __init__(
         self,
-        shared: dict[str, Any],
+        shared: Shared,
         model: ModelRecord,
         calibration: CalibrationConfig = CalibrationConfig(),
-        indicator: dict[str, Any] | None = None,
+        indicator: IndicatorSettings | None = None,
         device: str = "cpu",
     ) -> None:
         # Refs nested in a dict are not resolved by Ray before __init__: fetch them here, so a
         # restarted actor re-reads the same zero-copy objects (the pool keeps them alive).
-        weights, data, probe = (ray.get(r) if isinstance(r, ray.ObjectRef) else r
-                                for r in (shared["weights"], shared["data"], shared.get("probe")))
+        data_ref, probe_ref = shared["data"], shared.get("probe")
+        weights = _fetched(shared["weights"])
+        data = None if data_ref is None else _fetched(data_ref)
+        probe = None if probe_ref is None else _fetched(probe_ref)
         self.space, self.info = model.space, model.data
         self.device = torch.device(device)
         self.supernet = model.build()
@@ -51,7 +69,7 @@ class Evaluator:
             self.supernet.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         self.supernet.to(self.device).eval()
         self.indicator = BNIndicator(**(indicator or {})).fit(self.supernet)
-        self.scoring = ScoringContext(self.supernet, probe, dict(indicator or {}))
+        self.scoring = ScoringContext(self.supernet, probe, indicator.copy() if indicator else {})
         self.calibration = calibration
         self.calib = self.val = None
         if data is not None:
@@ -71,7 +89,7 @@ class Evaluator:
         """BN-indicator scores of an index matrix (a prescreen's millions of children): no Arch is built."""
         return self.indicator.score(matrix)
 
-    def estimate(self, archs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    def estimate(self, archs: list[Mapping[str, Choice]], names: list[str]) -> list[dict[str, str | float]]:
         """Training-free scores (``raynas.estimate.training_free``) of each child, with the
         CPU-seconds each estimator spent on it (``<name>_cpu_s``) and the slicing's (``network_cpu_s``)."""
         parsed = [self.space.arch(a) for a in archs]
@@ -115,6 +133,11 @@ class Evaluator:
         return {"arch": self.space.key(arch), "status": "ok", "evaluator": evaluator, "node_id": self.node_id,
                 **{k: v for k, v in metrics.items() if k not in ("eval_seconds", "calib_seconds")},
                 "eval_seconds": metrics.get("eval_seconds", seconds)}
+
+
+def _fetched(value: ray.ObjectRef[T] | T) -> T:
+    """The object behind a ref, or the value itself (an in-process ``Evaluator``)."""
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 def _image_set(images: np.ndarray, labels: np.ndarray, device: torch.device) -> ImageSet:

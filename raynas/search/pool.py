@@ -26,11 +26,12 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from raynas.data import DataSplits
 from raynas.errors import ConfigError, EvaluationError
+from raynas.estimate import IndicatorSettings
 from raynas.estimate.calibration import CalibrationConfig
 from raynas.estimate.training_free import ProbeBatch
 from raynas.model_record import DataInfo, ModelRecord
 from raynas.ray_env import POLL_SECONDS, ResourceRequest, require, wait_started
-from raynas.search.evaluator import Evaluator, EvaluatorActor, state_to_numpy
+from raynas.search.evaluator import Evaluator, EvaluatorActor, Shared, state_to_numpy
 from raynas.space import Arch, SearchSpace
 from raynas.supernet import Supernet
 from raynas.logs import get_logger
@@ -91,7 +92,7 @@ class PoolConfig:
     num_gpus: float = 0.0
     max_restarts: int = 3
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    indicator: dict[str, Any] = field(default_factory=dict)
+    indicator: IndicatorSettings = field(default_factory=IndicatorSettings)
     spread: bool = True
     wait_timeout: float = 600.0
     """Seconds a joined cluster may take to make room for every actor (an autoscaler adds nodes)."""
@@ -100,7 +101,7 @@ class PoolConfig:
         return ResourceRequest(self.num_actors, self.num_cpus, self.num_gpus, "evaluator actors", "--actors")
 
 
-def pack_eval_data(data: DataSplits) -> dict[str, Any]:
+def pack_eval_data(data: DataSplits) -> dict[str, np.ndarray]:
     return {"calib_images": data.calib.images.numpy(), "calib_labels": data.calib.labels.numpy(),
             "val_images": data.val.images.numpy(), "val_labels": data.val.labels.numpy()}
 
@@ -126,11 +127,11 @@ class EvaluatorPool:
             options["scheduling_strategy"] = "SPREAD"
         self._refs = (weights_ref, data_ref, probe_ref)  # kept alive: restarted actors rebuild from them
         device = "cuda" if config.num_gpus > 0 else "cpu"
+        shared: Shared = {"weights": weights_ref, "data": data_ref, "probe": probe_ref}
         # ray types ``.remote()`` of an actor class as "a handle or the class itself"; it is a handle
         self.actors = [
             cast(ActorHandle[Evaluator], EvaluatorActor.options(**options).remote(
-                {"weights": weights_ref, "data": data_ref, "probe": probe_ref}, checkpoint.model, config.calibration, config.indicator,
-                device,
+                shared, checkpoint.model, config.calibration, config.indicator, device,
             ))
             for _ in range(config.num_actors)
         ]
@@ -156,16 +157,17 @@ class EvaluatorPool:
     def calibrate_and_evaluate(self, archs: Sequence[Arch], batch_size: int = 4) -> list[dict[str, Any]]:
         return self._map("calibrate_and_evaluate", archs, batch_size)
 
-    def estimate(self, archs: Sequence[Arch], names: Sequence[str], batch_size: int = 4) -> list[dict[str, Any]]:
+    def estimate(self, archs: Sequence[Arch], names: Sequence[str],
+                 batch_size: int = 4) -> list[dict[str, str | float]]:
         """Training-free scores (``Evaluator.estimate``) of each child, in input order."""
         return self._map("estimate", archs, batch_size, list(names))
 
-    def _map(self, method: str, archs: Sequence[Arch], batch_size: int, *args: Any) -> list[dict[str, Any]]:
+    def _map(self, method: str, archs: Sequence[Arch], batch_size: int, *args: object) -> list[dict[str, Any]]:
         """Run ``method`` over ``archs`` in batches; one row per architecture, in input order."""
         batches = [[a.to_dict() for a in archs[i:i + batch_size]] for i in range(0, len(archs), batch_size)]
         return [row for rows in self._run(method, batches, *args) for row in rows]
 
-    def _run(self, method: str, batches: Sequence[Any], *args: Any) -> list[Any]:
+    def _run(self, method: str, batches: Sequence[Any], *args: object) -> list[Any]:
         """Run ``method`` on each batch on free actors, results in batch order; a batch whose actor died runs again.
 
         After a failure the actor is probed (its ``pid``): the probe returns once a restarted

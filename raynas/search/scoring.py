@@ -20,11 +20,11 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,12 +32,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raynas.errors import ConfigError
+from raynas.estimate import IndicatorSettings
 from raynas.estimate.training_free import BUILD, ProbeBatch, ScoringContext, estimator, score_children
 from raynas.estimate.training_free.fusion import Columns, Expression, fusion_of, parse_expression
 from raynas.logs import get_logger
 from raynas.search.pool import EvaluatorPool, PoolConfig, SupernetSource
 from raynas.search.runner import Row
 from raynas.space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from raynas.estimate.training_free.ranker import LearnedRanker
 
 logger = get_logger(__name__)
 CHUNK_PER_ACTOR = 8
@@ -48,14 +52,14 @@ PoolOpener = Callable[[], AbstractContextManager[EvaluatorPool]]
 """Opens the pool that scores what is missing: a new one, or ``contextlib.nullcontext`` of a running one."""
 
 
-def ranker_of(expression: Expression, space: SearchSpace) -> Any:
+def ranker_of(expression: Expression, space: SearchSpace) -> LearnedRanker:
     from raynas.estimate.training_free.ranker import LearnedRanker
 
     assert expression.path is not None
     return LearnedRanker.load(expression.path, space)
 
 
-def base_names(expressions: Sequence[Expression], rankers: dict[str, Any]) -> list[str]:
+def base_names(expressions: Sequence[Expression], rankers: Mapping[str, LearnedRanker]) -> list[str]:
     """Every registered estimator the expressions need, each once, in first-use order."""
     names: list[str] = []
     for expression in expressions:
@@ -69,7 +73,7 @@ class PartStore:
     """A folder of closed Parquet parts, one per scored chunk, for one scoring identity."""
 
     folder: Path
-    identity: dict[str, Any]
+    identity: dict[str, object]
 
     def open(self) -> pd.DataFrame:
         """The rows scored so far; a folder of another identity is refused, never mixed."""
@@ -86,12 +90,12 @@ class PartStore:
         parts = sorted(self.folder.glob("part-*.parquet"))
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: Sequence[Mapping[str, object]]) -> None:
         part = self.folder / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:6]}.parquet"
         _write_atomic(part, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
 
 
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     write(tmp)
     os.replace(tmp, path)
@@ -102,7 +106,8 @@ def probe_digest(probe: ProbeBatch | None) -> str | None:
     return hashlib.sha1(probe.images.tobytes() + probe.labels.tobytes()).hexdigest()[:16] if probe else None
 
 
-def identity_of(source_id: str, probe: ProbeBatch | None, seed: int, indicator: dict[str, Any]) -> dict[str, Any]:
+def identity_of(source_id: str, probe: ProbeBatch | None, seed: int, indicator: IndicatorSettings
+                ) -> dict[str, object]:
     """What makes two scorings comparable: the supernet, the probe images, the seed, the BN settings."""
     return {"source": source_id, "probe": probe_digest(probe), "seed": seed, "indicator": indicator}
 
@@ -141,14 +146,14 @@ def estimate_resumably(open_pool: PoolOpener, space: SearchSpace, archs: Sequenc
 
 
 def table_scores(source: SupernetSource, archs: Sequence[Arch], names: Sequence[str],
-                 indicator: dict[str, Any]) -> dict[str, np.ndarray]:
+                 indicator: IndicatorSettings) -> dict[str, np.ndarray]:
     """The table estimators' columns and their CPU-seconds per architecture, computed here."""
     scores = score_children(ScoringContext(source.supernet, None, indicator), archs, names)
     return {**scores.values, **{f"{n}_cpu_s": v for n, v in scores.cpu_seconds.items()}}
 
 
-def derive(expressions: Sequence[Expression], columns: Columns, rankers: dict[str, Any], space: SearchSpace,
-           archs: Sequence[Arch], reference: Columns | None = None) -> dict[str, np.ndarray]:
+def derive(expressions: Sequence[Expression], columns: Columns, rankers: Mapping[str, LearnedRanker],
+           space: SearchSpace, archs: Sequence[Arch], reference: Columns | None = None) -> dict[str, np.ndarray]:
     """The fused, voted and learned columns of ``archs``, from their member ``columns``. A fusion
     ranks each child within ``reference``'s member columns (default: those of ``archs`` themselves)."""
     derived = {}
@@ -164,7 +169,7 @@ def derive(expressions: Sequence[Expression], columns: Columns, rankers: dict[st
 
 def score_architectures(source: SupernetSource, archs: Sequence[Arch], expressions: Sequence[Expression], *,
                         probe: ProbeBatch | None, pool_config: PoolConfig, store: PartStore,
-                        indicator: dict[str, Any]) -> pd.DataFrame:
+                        indicator: IndicatorSettings) -> pd.DataFrame:
     """One row per architecture (in order): ``arch``, every expression's column, ``<name>_cpu_s``."""
     rankers = {e.text: ranker_of(e, source.space) for e in expressions if e.kind == "ranker"}
     names = base_names(expressions, rankers)
@@ -196,7 +201,7 @@ class EstimateObjective:
     names: tuple[str, ...]
     """The registered estimators the actors compute per child (``EvaluatorPool.estimate``)."""
     space: SearchSpace
-    rankers: dict[str, Any] = field(default_factory=dict)
+    rankers: dict[str, LearnedRanker] = field(default_factory=dict)
     reference: dict[str, np.ndarray] | None = None
 
     def rows(self, estimated: Sequence[Row]) -> list[Row]:

@@ -3,7 +3,7 @@
 An estimator module calls ``register_estimator(Estimator(...))`` at import, as a family module
 calls ``register_family``; nothing else names it. Two kinds exist:
 
-- ``network``: ``(child, probe) -> float``, run once per child on a fresh copy of the child
+- ``network``: ``(child, minibatch) -> float``, run once per child on a fresh copy of the child
   (sliced from the supernet) and one fixed, seeded minibatch;
 - ``table``: ``(context, index_matrix) -> array``, vectorised over many children with no forward
   pass (the cost terms and the BN indicator).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -24,10 +24,10 @@ from raynas.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from raynas.estimate.training_free.probe import ProbeBatch, ScoringContext
+    from raynas.estimate.training_free.probe import Minibatch, ScoringContext
 
 Kind = Literal["network", "table"]
-NetworkScore = Callable[["nn.Module", "ProbeBatch"], float]
+NetworkScore = Callable[["nn.Module", "Minibatch"], float]
 TableScore = Callable[["ScoringContext", np.ndarray], np.ndarray]
 
 
@@ -37,7 +37,7 @@ class Estimator:
 
     name: str
     kind: Kind
-    score: Any
+    score: NetworkScore | TableScore
     """``NetworkScore`` for ``network`` estimators, ``TableScore`` for ``table`` ones."""
     paper: str
     needs_data: bool = True

@@ -72,7 +72,8 @@ def parse_expression(text: str) -> Expression:
         raise ConfigError(f"estimator {text!r}: {prefix}: needs two or more distinct members, got {names}")
     if prefix == "vote" and any(w != 1.0 for w in weights):
         raise ConfigError(f"estimator {text!r}: a vote takes no weights")
-    return Expression(text, prefix, tuple(names), tuple(weights))  # type: ignore[arg-type]
+    kind: Kind = "fuse" if prefix == "fuse" else "vote"
+    return Expression(text, kind, tuple(names), tuple(weights))
 
 
 def parse_expressions(text: str) -> list[Expression]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from raynas.cost import CostModel
 from raynas.data import DataSplits, to_model_input
 from raynas.errors import ConfigError
-from raynas.estimate.bn_indicator import BNIndicator
+from raynas.estimate.bn_indicator import BNIndicator, IndicatorSettings
 from raynas.space import Arch, SearchSpace
 from raynas.supernet import Supernet
 
@@ -71,7 +70,7 @@ class ScoringContext:
 
     supernet: Supernet
     probe: ProbeBatch | None = None
-    indicator: dict[str, Any] = field(default_factory=dict)
+    indicator: IndicatorSettings = field(default_factory=IndicatorSettings)
     """``BNIndicator`` settings for ``bn_score`` (depth rule, measure)."""
     _by_resolution: dict[int, Minibatch] = field(default_factory=dict, init=False, repr=False)
 

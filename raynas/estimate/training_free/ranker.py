@@ -22,9 +22,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
@@ -40,10 +41,53 @@ TARGETS = {"rank": "the targets' ranks within the training set, scaled to (0, 1]
                    "(NAS-Bench-201's 10% accuracies) weigh no more than any other",
            "value": "the targets as given (squared error)"}
 """What the trees are fitted to (``LearnedRanker(target=...)``)."""
-FeatureColumns = Mapping[str, Any]
+FeatureColumns = Mapping[str, npt.ArrayLike]
 """Estimator name -> one score per architecture (array-like)."""
 Archs = Sequence[Arch] | np.ndarray
 """Architectures, or their index matrix (``space.index_matrix``)."""
+TreeArrays = dict[str, list[float | None]]
+"""A tree's node arrays as JSON lists (``_Tree.to_dict``); None is an infinite threshold."""
+
+
+class HyperParams(TypedDict, total=False):
+    """``LearnedRanker``'s constructor arguments but ``features`` (a ranker file's ``params``)."""
+
+    target: str
+    max_iter: int
+    learning_rate: float
+    max_leaf_nodes: int
+    min_samples_leaf: int
+    l2_regularization: float
+    seed: int
+
+
+class RankerParams(HyperParams, total=False):
+    """``LearnedRanker``'s constructor arguments (``get_params``; ``cross_validate`` takes them too)."""
+
+    features: Sequence[str]
+
+
+class _SpaceId(TypedDict):
+    name: str
+    digest: str
+
+
+class _Model(TypedDict):
+    baseline: float
+    trees: list[TreeArrays]
+
+
+class _Document(TypedDict):
+    """A ranker file (``FORMAT``), as ``save`` writes it and ``load`` reads it."""
+
+    format: str
+    space: _SpaceId
+    features: list[str]
+    columns: list[str]
+    params: HyperParams
+    train_rows: int
+    metrics: dict[str, object] | None
+    model: _Model
 
 
 # --- the design matrix -------------------------------------------------------------------------
@@ -116,7 +160,7 @@ class _Tree:
                        nodes["right"], nodes["is_leaf"], nodes["value"])
 
     @classmethod
-    def _of(cls, *arrays: Any) -> _Tree:
+    def _of(cls, *arrays: np.ndarray | Sequence[float | None]) -> _Tree:
         kinds = (np.intp, np.float64, bool, np.intp, np.intp, bool, np.float64)
         return cls(*(np.asarray(a, dtype=kind) for a, kind in zip(arrays, kinds, strict=True)))
 
@@ -131,14 +175,14 @@ class _Tree:
             rows = rows[~self.is_leaf[node[rows]]]
         return self.value[node]
 
-    def to_dict(self) -> dict[str, list[Any]]:
+    def to_dict(self) -> TreeArrays:
         """JSON-ready lists; an infinite threshold (every non-missing value goes left) is ``null``."""
         out = {f.name: getattr(self, f.name).tolist() for f in fields(self)}
         out["threshold"] = [None if t == np.inf else t for t in out["threshold"]]
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], columns: int) -> _Tree:
+    def from_dict(cls, data: Mapping[str, Sequence[float | None]], columns: int) -> _Tree:
         """Inverse of ``to_dict``; a tree that would read a missing column or never end is a ValueError."""
         arrays = {f.name: data[f.name] for f in fields(cls)}
         arrays["threshold"] = [np.inf if t is None else t for t in arrays["threshold"]]
@@ -178,11 +222,8 @@ class LearnedRanker:
     ``predict`` walks), ``columns_``, ``n_train_`` and the space's ``space_name_``/``space_digest_``.
     """
 
-    metrics_: Any
+    metrics_: dict[str, object] | None
     """Set by ``load``: the metrics saved with the ranker (None if there were none)."""
-
-    _PARAMS = ("features", "target", "max_iter", "learning_rate", "max_leaf_nodes", "min_samples_leaf",
-               "l2_regularization", "seed")
 
     def __init__(self, features: Sequence[str] = (), target: str = "rank", max_iter: int = 200,
                  learning_rate: float = 0.05, max_leaf_nodes: int = 4, min_samples_leaf: int = 3,
@@ -196,8 +237,13 @@ class LearnedRanker:
         self.l2_regularization = l2_regularization
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._PARAMS}
+    def get_params(self) -> RankerParams:
+        return {"features": self.features, **self._hyper_params()}
+
+    def _hyper_params(self) -> HyperParams:
+        return {"target": self.target, "max_iter": self.max_iter, "learning_rate": self.learning_rate,
+                "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf,
+                "l2_regularization": self.l2_regularization, "seed": self.seed}
 
     def clone(self) -> LearnedRanker:
         """An unfitted ranker with the same constructor arguments."""
@@ -264,16 +310,16 @@ class LearnedRanker:
                 f"(digest {space_digest(space)}); the space name and definition must match, so refit it")
 
     # --- files ----------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], metrics: Mapping[str, Any] | None = None) -> Path:
+    def save(self, path: str | os.PathLike[str], metrics: Mapping[str, object] | None = None) -> Path:
         """Write the ranker as JSON atomically (temp file + ``os.replace``), with ``metrics`` if given."""
         if not hasattr(self, "trees_"):
             raise NotFittedError("this LearnedRanker is not fitted yet; there is nothing to save")
-        document = {
+        document: _Document = {
             "format": FORMAT, "space": {"name": self.space_name_, "digest": self.space_digest_},
             "features": list(self.features), "columns": self.columns_,
-            "params": {k: v for k, v in self.get_params().items() if k != "features"}, "train_rows": self.n_train_,
-            "metrics": _finite_or_null(metrics), "model": {"baseline": self.baseline_,
-                                                          "trees": [tree.to_dict() for tree in self.trees_]},
+            "params": self._hyper_params(), "train_rows": self.n_train_,
+            "metrics": None if metrics is None else _finite_or_null(metrics),
+            "model": {"baseline": self.baseline_, "trees": [tree.to_dict() for tree in self.trees_]},
         }
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +354,7 @@ class LearnedRanker:
         return ranker
 
     @classmethod
-    def _from_document(cls, document: Mapping[str, Any]) -> LearnedRanker:
+    def _from_document(cls, document: _Document) -> LearnedRanker:
         ranker = cls([str(name) for name in document["features"]], **document["params"])
         ranker.space_name_, ranker.space_digest_ = str(document["space"]["name"]), str(document["space"]["digest"])
         ranker.columns_ = [str(c) for c in document["columns"]]
@@ -319,17 +365,19 @@ class LearnedRanker:
         return ranker
 
 
-def _finite_or_null(value: Any) -> Any:
-    """``value`` with every non-finite float (a NaN correlation) as None, so the JSON stays strict."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite_or_null(v) for k, v in value.items()}
+def _finite_or_null(metrics: Mapping[str, object]) -> dict[str, object]:
+    """``metrics`` with every non-finite float (a NaN correlation) as None, so the JSON stays strict."""
+    return {str(k): _finite_or_null(v) if isinstance(v, Mapping) else _finite_value(v) for k, v in metrics.items()}
+
+
+def _finite_value(value: object) -> object:
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
     return value.item() if isinstance(value, np.generic) else value
 
 
 # --- judging a ranker ---------------------------------------------------------------------------
-def cross_validate(ranker: LearnedRanker | Mapping[str, Any], space: SearchSpace, archs: Archs,
+def cross_validate(ranker: LearnedRanker | RankerParams, space: SearchSpace, archs: Archs,
                    feature_columns: FeatureColumns, targets: Sequence[float] | np.ndarray, folds: int = 5,
                    seed: int = 0) -> dict[str, float]:
     """Mean Spearman, Kendall and top-5% precision over ``folds`` seeded folds.
@@ -345,7 +393,7 @@ def cross_validate(ranker: LearnedRanker | Mapping[str, Any], space: SearchSpace
     return {"folds": folds, **{key: float(np.mean([s[key] for s in scores])) for key in scores[0]}}
 
 
-def holdout(ranker: LearnedRanker | Mapping[str, Any], space: SearchSpace, archs: Archs,
+def holdout(ranker: LearnedRanker | RankerParams, space: SearchSpace, archs: Archs,
             feature_columns: FeatureColumns, targets: Sequence[float] | np.ndarray, train_n: int = 100,
             seed: int = 0) -> tuple[LearnedRanker, dict[str, float]]:
     """Fit on ``train_n`` seeded random rows; the same metrics as ``cross_validate`` on the rest."""
@@ -362,10 +410,10 @@ def split_cells(rows: int, train_n: int, seed: int = 0) -> tuple[np.ndarray, np.
     return np.sort(order[:train_n]), np.sort(order[train_n:])
 
 
-def _prepare(ranker: LearnedRanker | Mapping[str, Any], space: SearchSpace, archs: Archs,
+def _prepare(ranker: LearnedRanker | RankerParams, space: SearchSpace, archs: Archs,
              feature_columns: FeatureColumns, targets: Sequence[float] | np.ndarray,
              ) -> tuple[LearnedRanker, np.ndarray, np.ndarray]:
-    template = LearnedRanker(**ranker) if isinstance(ranker, Mapping) else ranker.clone()
+    template = ranker.clone() if isinstance(ranker, LearnedRanker) else LearnedRanker(**ranker)
     x, y = template.design(space, archs, feature_columns), np.asarray(targets, dtype=np.float64)
     if y.shape != (len(x),):
         raise ConfigError(f"targets must hold one number per architecture ({len(x)}), got shape {y.shape}")

@@ -15,11 +15,12 @@ import copy
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 
-from raynas.estimate.training_free._registry import Estimator, estimator
+from raynas.estimate.training_free._registry import Estimator, NetworkScore, TableScore, estimator
 from raynas.estimate.training_free.probe import ScoringContext
 from raynas.space import Arch
 
@@ -44,8 +45,9 @@ def score_children(context: ScoringContext, archs: Sequence[Arch], names: Sequen
     if tables:
         matrix = context.space.index_matrix(list(archs))
         for record in tables:
+            score = cast(TableScore, record.score)  # a "table" record holds a TableScore
             started = time.process_time()
-            values[record.name] = np.asarray(record.score(context, matrix), dtype=np.float64)
+            values[record.name] = np.asarray(score(context, matrix), dtype=np.float64)
             seconds[record.name][:] = (time.process_time() - started) / max(n, 1)
     networks = [r for r in records if r.kind == "network"]
     if networks:
@@ -72,6 +74,7 @@ def _score_networks(context: ScoringContext, archs: Sequence[Arch], networks: li
         child, batch = context.child(arch), context.minibatch(arch)
         seconds[BUILD][i] = time.process_time() - started
         for record in networks:
+            score = cast(NetworkScore, record.score)  # a "network" record holds a NetworkScore
             started = time.process_time()
-            values[record.name][i] = record.score(copy.deepcopy(child), batch)
+            values[record.name][i] = score(copy.deepcopy(child), batch)
             seconds[record.name][i] = time.process_time() - started
