@@ -119,3 +119,15 @@ def learned(space: SearchSpace, frame: pd.DataFrame, truth: dict[str, float], fe
     return [Ranker(f"ranker[{label}] {folds}-fold CV", keys, out_of_fold, cost),
             Ranker(f"ranker[{label}] trained on {train_cells}, tested on the rest", [keys[i] for i in test], held,
                    cost)]
+
+
+def paired_spearman_gain(truth: np.ndarray, estimate: np.ndarray, baseline: np.ndarray, resamples: int = 1000,
+                         seed: int = 0) -> dict[str, float]:
+    """rho(estimate) - rho(baseline) on the same children, with a 95% bootstrap interval over children."""
+    def gain(rows: np.ndarray) -> float:
+        return rank_correlation(_ranks(estimate[rows]), truth[rows])[1] - rank_correlation(baseline[rows], truth[rows])[1]
+
+    rng = np.random.default_rng(seed)
+    draws = np.array([gain(rng.integers(0, len(truth), len(truth))) for _ in range(resamples)])
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return {"rho_gain": float(gain(np.arange(len(truth)))), "gain_low": float(low), "gain_high": float(high)}

@@ -20,6 +20,7 @@ from raynas.ray_env import ensure_ray
 from raynas.results.folder_lock import FolderLock
 from raynas.search import EvaluatorPool
 from raynas.search.pool import PoolConfig, UntrainedSupernet
+from raynas.search.recipes import default_estimator
 from raynas.search.samplers import SAMPLERS
 from raynas.search.runner import SearchRunner, Subject
 from raynas.search.study import (
@@ -42,13 +43,14 @@ def add(parser: argparse.ArgumentParser) -> None:
                              "with an estimator expression, either")
     add_search_options(parser)
     add_prescreen_options(parser)
-    parser.add_argument("--evaluator", default="calibrate", metavar="calibrate|proxy|EXPR",
+    parser.add_argument("--evaluator", default=None, metavar="calibrate|proxy|EXPR",
                         help="what scores a child: calibrate (the accuracy of a BN-calibrated child of the "
                              "checkpoint), proxy (the accuracy of each child trained on its own under --setting; no "
                              "checkpoint), or "
                              "an estimator expression (objective estimate: naswot, fuse:naswot*2+flops, "
                              "vote:synflow+jacov+snip, ranker:FILE; training-free, on children of the checkpoint, or "
-                             "of a space's supernet at seeded initialisation); default calibrate")
+                             "of a space's supernet at seeded initialisation); default: calibrate on a checkpoint, the family's "
+                             "measured best estimator (raynas.search.recipes.default_estimator) on a space")
     parser.add_argument("--probe-images", type=positive_int, default=DEFAULT_PROBE_IMAGES,
                         help="with an estimator expression: images in the fixed probe minibatch (drawn by "
                              "--search-seed)")
@@ -97,13 +99,18 @@ def add_prescreen_options(parser: argparse.ArgumentParser) -> None:
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """``--evaluator`` names an accuracy evaluator (``raynas run`` has none: calibrate), or is an estimator."""
-    evaluator = getattr(args, "evaluator", "calibrate")
+    evaluator = getattr(args, "evaluator", "calibrate") or default_evaluator(args.source)
     estimator = None if evaluator in ACCURACY_EVALUATORS else evaluator
     default = "estimate,flops" if estimator else "accuracy,flops" if evaluator == "proxy" else "bn_score,flops"
     return SearchConfig(objectives=tuple((args.objectives or default).split(",")), constraints=tuple(args.constraint),
                         sampler=args.sampler, trials=args.trials, batch_size=args.search_batch,
                         population=args.population, seed=args.search_seed, top_k=args.top_k, run_id=args.run_id,
                         accuracy_evaluator="calibrate" if estimator else evaluator, estimator=estimator)
+
+
+def default_evaluator(source: Path) -> str:
+    """Calibration on a checkpoint folder; on a space, the training-free estimator measured best for its family."""
+    return "calibrate" if source.is_dir() else default_estimator(load_space(str(source)))
 
 
 def latency_table(args: argparse.Namespace) -> LatencyTable | None:

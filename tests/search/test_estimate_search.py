@@ -98,3 +98,18 @@ def test_a_bad_expression_is_one_line(tmp_path, capsys, evaluator, message):
     assert run_search("tiny", tmp_path / "s", evaluator) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_search_over_a_space_defaults_to_the_familys_measured_estimator(tmp_path):
+    from raynas.cli.main import build_parser
+    from raynas.cli.search_cmd import search_config
+    from raynas.search.recipes import default_estimator
+    from raynas.space import load_space
+
+    parser = build_parser()
+    on_space = search_config(parser.parse_args(["search", "nb201", "--out", str(tmp_path)]))
+    assert on_space.estimator == default_estimator(load_space("nb201")) and on_space.objectives[0] == "estimate"
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    on_checkpoint = search_config(parser.parse_args(["search", str(checkpoint), "--out", str(tmp_path)]))
+    assert on_checkpoint.estimator is None and on_checkpoint.accuracy_evaluator == "calibrate"
