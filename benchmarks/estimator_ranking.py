@@ -39,8 +39,13 @@ class Ranker:
     cpu_seconds: float = float("nan")
 
 
-def read_score_file(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path).drop_duplicates("arch").set_index("arch")
+def read_score_files(paths: Sequence[Path]) -> pd.DataFrame:
+    """The estimator columns of every file, one row per cell (a column a file lacks is NaN there)."""
+    frames = [pd.read_parquet(p).drop_duplicates("arch").set_index("arch") for p in paths]
+    merged = frames[0]
+    for frame in frames[1:]:
+        merged = merged.combine_first(frame)
+    return merged
 
 
 def cost_per_cell(frame: pd.DataFrame, members: Sequence[str]) -> float:

@@ -161,24 +161,26 @@ def estimator_rankers(args: argparse.Namespace, space: SearchSpace, truth: dict[
                       search_keys: set[str]) -> tuple[list[er.Ranker], dict[str, Any]]:
     """Rankers of the score files, the fusions asked for, the fusion chosen on the search cells, and the
     learned ranker; with what the choice saw."""
-    rankers, chosen = [], {}
-    for path in args.score_file:
-        frame = er.read_score_file(path)
-        rankers += er.base_rankers(frame) + [er.fused(frame, e) for e in args.fuse]
-        if args.select_fusion:
-            candidates = [er.fused(frame, e) for e in er.fusion_candidates(args.select_fusion.split(","))]
-            search_truth = {k: v for k, v in truth.items() if k in search_keys}
-            judged = [(er.judge(c, search_truth, 0)["spearman_rho"], c) for c in candidates]
-            best_rho, best = max(judged, key=lambda pair: pair[0])
-            chosen = {"expression": best.name, "search_cells": len(search_truth), "search_rho": best_rho,
-                      "candidates": {c.name: rho for rho, c in judged}}
-            held = [i for i, k in enumerate(best.keys) if k not in search_keys]
-            rankers.append(er.Ranker(f"{best.name} (chosen on {len(search_truth)} search cells) on the held-out cells",
-                                     [best.keys[i] for i in held], best.scores[held], best.cpu_seconds))
-            rankers.append(er.Ranker(f"{best.name} (chosen on {len(search_truth)} search cells) on every cell",
-                                     best.keys, best.scores, best.cpu_seconds))
-        if args.ranker_features:
-            rankers += er.learned(space, frame, truth, args.ranker_features.split(","), args.folds, args.train_cells)
+    rankers: list[er.Ranker] = []
+    chosen: dict[str, Any] = {}
+    if not args.score_file:
+        return rankers, chosen
+    frame = er.read_score_files(args.score_file)
+    rankers += er.base_rankers(frame) + [er.fused(frame, e) for e in args.fuse]
+    if args.select_fusion:
+        candidates = [er.fused(frame, e) for e in er.fusion_candidates(args.select_fusion.split(","))]
+        search_truth = {k: v for k, v in truth.items() if k in search_keys}
+        judged = [(er.judge(c, search_truth, 0)["spearman_rho"], c) for c in candidates]
+        best_rho, best = max(judged, key=lambda pair: pair[0])
+        chosen = {"expression": best.name, "search_cells": len(search_truth), "search_rho": best_rho,
+                  "candidates": {c.name: rho for rho, c in judged}}
+        held = [i for i, k in enumerate(best.keys) if k not in search_keys]
+        label = f"{best.name} (chosen on {len(search_truth)} search cells)"
+        rankers.append(er.Ranker(f"{label} on the held-out cells", [best.keys[i] for i in held], best.scores[held],
+                                 best.cpu_seconds))
+        rankers.append(er.Ranker(f"{label} on every cell", best.keys, best.scores, best.cpu_seconds))
+    if args.ranker_features:
+        rankers += er.learned(space, frame, truth, args.ranker_features.split(","), args.folds, args.train_cells)
     return rankers, chosen
 
 

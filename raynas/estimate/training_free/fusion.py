@@ -134,7 +134,7 @@ class MajorityVote:
         chunk = max(1, (1 << 22) // max(1, len(self.reference_) * len(self.members)))
         for start in range(0, len(stacked), chunk):
             block = stacked[start:start + chunk, None, :]
-            margin = np.sign(block - self.reference_[None]).sum(axis=2)
+            margin = (block > self.reference_[None]).sum(axis=2) - (block < self.reference_[None]).sum(axis=2)
             out[start:start + chunk] = (margin > 0).mean(axis=1)
         return out
 
