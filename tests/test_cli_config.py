@@ -11,7 +11,7 @@ from raynas.cli.main import build_parser, command_parsers
 from raynas.train import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "search_spaces" / "configs"
-POSITIONALS = {"search": ["nb201"]}
+POSITIONALS = {"search": ["nb201"], "score": ["nb201", "--sample", "100"]}
 """What a shipped config of a command still needs on the command line."""
 
 

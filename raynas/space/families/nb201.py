@@ -86,4 +86,5 @@ FAMILY = register_family(Family(
     proxy_space="raynas.bpe.space:nb201_proxy_definition",
     proxy_child="raynas.bpe.space:nb201_child_definition",
     default_sampling="uniform",  # single path, as BN-NAS; the measurement is in raynas.search.recipes.default_sampling
+    default_estimator="fuse:jacov+synflow+flops",  # the measurement is in raynas.search.recipes.default_estimator
 ))
