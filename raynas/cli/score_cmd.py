@@ -115,9 +115,13 @@ def _write(scores: pd.DataFrame, source: SupernetSource, path: Path, source_id: 
     tmp.replace(path)
 
 
+def _rate(per_second: float) -> str:
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2f}"
+
+
 def _summary(scores: pd.DataFrame, columns: list[str], space: str, seconds: float) -> None:
     print(f"scored {len(scores):,} architectures of {space} in {seconds:.3f}s "
-          f"({len(scores) / max(seconds, 1e-9):,.0f}/s)")
+          f"({_rate(len(scores) / max(seconds, 1e-9))}/s)")
     for column in columns:
         best = scores.loc[int(np.nanargmax(np.nan_to_num(scores[column].to_numpy(), nan=-np.inf, neginf=-1e300)))]
         cost = scores.get(f"{column}_cpu_s")
