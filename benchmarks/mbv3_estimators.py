@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--fuse", action="append", default=[], help="a fuse:/vote: expression to judge too")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cached-ground-truth-only", action="store_true",
+                        help="judge only the drawn children whose short-training accuracy is already cached")
     args = parser.parse_args()
     ensure_ray(quiet=True)
     space = load_space("mbv3_cifar")
@@ -46,7 +48,8 @@ def main() -> None:
     config = TrainConfig(mode="full", epochs=3, batch_size=64, lr=0.1, train_images=2500, seed=args.seed,
                          log_every_epoch=False)
     cache = OUT / f"ground_truth_{space.name}_2500x3_v2000_s{args.seed}.json"
-    truth = ground_truth(space, archs, pack_splits(data, 2500), config, cache)
+    truth = ground_truth(space, archs, pack_splits(data, 2500), config, cache,
+                         train_missing=not args.cached_ground_truth_only)
     archs = [a for a in archs if space.key(a) in truth]
     keys = [space.key(a) for a in archs]
     context = ScoringContext(build_supernet(space, data.num_classes, data.channels, seed=args.seed),

@@ -88,7 +88,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fuse", action="append", default=[], help="a fuse:/vote: expression over --score-file columns")
     parser.add_argument("--select-fusion", default=None,
                         help="members whose fusions are judged on the search cells; the best is reported apart")
-    parser.add_argument("--ranker-features", default=None, help="estimator columns of the learned ranker")
+    parser.add_argument("--ranker-features", action="append", default=[],
+                        help="estimator columns of a learned ranker (repeatable: one ranker each)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--train-cells", type=int, default=100)
     parser.add_argument("--k", type=int, default=10, help="top-k whose mean true accuracy is reported")
@@ -179,8 +180,8 @@ def estimator_rankers(args: argparse.Namespace, space: SearchSpace, truth: dict[
         rankers.append(er.Ranker(f"{label} on the held-out cells", [best.keys[i] for i in held], best.scores[held],
                                  best.cpu_seconds))
         rankers.append(er.Ranker(f"{label} on every cell", best.keys, best.scores, best.cpu_seconds))
-    if args.ranker_features:
-        rankers += er.learned(space, frame, truth, args.ranker_features.split(","), args.folds, args.train_cells)
+    for features in args.ranker_features:
+        rankers += er.learned(space, frame, truth, features.split(","), args.folds, args.train_cells)
     return rankers, chosen
 
 
