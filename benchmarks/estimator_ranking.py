@@ -39,9 +39,16 @@ class Ranker:
     cpu_seconds: float = float("nan")
 
 
+def _read(path: Path) -> pd.DataFrame:
+    """A score table, or the parts folder of an unfinished ``raynas score`` run."""
+    if path.is_dir():
+        return pd.concat([pd.read_parquet(p) for p in sorted(path.glob("part-*.parquet"))], ignore_index=True)
+    return pd.read_parquet(path)
+
+
 def read_score_files(paths: Sequence[Path]) -> pd.DataFrame:
     """The estimator columns of every file, one row per cell (a column a file lacks is NaN there)."""
-    frames = [pd.read_parquet(p).drop_duplicates("arch").set_index("arch") for p in paths]
+    frames = [_read(p).drop_duplicates("arch", keep="last").set_index("arch") for p in paths]
     merged = frames[0]
     for frame in frames[1:]:
         merged = merged.combine_first(frame)
@@ -62,11 +69,12 @@ def base_rankers(frame: pd.DataFrame) -> list[Ranker]:
 
 
 def fused(frame: pd.DataFrame, expression: str) -> Ranker:
-    """A fusion fitted on the file's own cells (label-free: the population is every scored cell)."""
+    """A fusion fitted on the cells all its members scored (label-free: they are its population)."""
     parsed = parse_expression(expression)
-    columns = {m: frame[m].to_numpy(float) for m in parsed.members}
-    return Ranker(expression, list(frame.index), fusion_of(parsed).fit(columns).score(columns),
-                  cost_per_cell(frame, parsed.members))
+    scored = frame.dropna(subset=list(parsed.members))  # the cells every member scored
+    columns = {m: scored[m].to_numpy(float) for m in parsed.members}
+    return Ranker(expression, list(scored.index), fusion_of(parsed).fit(columns).score(columns),
+                  cost_per_cell(scored, parsed.members))
 
 
 def fusion_candidates(members: Sequence[str], sizes: Sequence[int] = (2, 3, 4)) -> list[str]:
