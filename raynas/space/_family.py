@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from raynas.errors import ConfigError, RaynasError, SpaceError
+from raynas.registry import Registry
 from raynas.space.reader import Node
 from raynas.space.search_space import FamilySpec
 
@@ -73,7 +74,7 @@ class Family:
         return getattr(importlib.import_module(module), attribute)
 
 
-_FAMILIES: dict[str, Family] = {}
+_FAMILIES: Registry[Family] = Registry("family", "families", SpaceError)
 
 
 def register_family(record: Family) -> Family:
@@ -81,29 +82,23 @@ def register_family(record: Family) -> Family:
 
     Registering an equal record again does nothing; another record under a taken name is an error.
     """
-    known = _FAMILIES.get(record.name)
-    if known is not None and known != record:
-        raise SpaceError(f"family {record.name!r} is already registered with other parts; pick another name")
-    _FAMILIES[record.name] = record
-    return record
+    return _FAMILIES.register(record.name, record)
 
 
 def family(name: str) -> Family:
     """The registered family ``name``; an unknown name lists the known ones."""
-    if name not in _FAMILIES:
-        raise SpaceError(f"unknown family {name!r}; known families: {known_families()}")
-    return _FAMILIES[name]
+    return _FAMILIES.get(name)
 
 
 def known_families(part: Part | None = None) -> list[str]:
     """Registered family names, sorted; with ``part``, only the families that have that part."""
-    return sorted(n for n, f in _FAMILIES.items() if part is None or getattr(f, part) is not None)
+    return _FAMILIES.names(None if part is None else lambda f: getattr(f, part) is not None)
 
 
 def family_part(name: str, part: Part, what: str, error: type[RaynasError] = ConfigError) -> Any:
     """``family(name).load(part)``; a family that is unknown or lacks the part raises ``error``
     ("no <what> for family 'x'; known families: [...]", listing those that have it)."""
-    found = _FAMILIES.get(name)
+    found = _FAMILIES.find(name)
     loaded = None if found is None else found.load(part)
     if loaded is None:
         raise error(f"no {what} for family {name!r}; known families: {known_families(part)}")

@@ -150,7 +150,7 @@ def registered() -> Iterator[Family]:
     """Register ``toy`` once, for this module only: the registry is process-wide, and other
     modules' tests list the known families."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+        patch.setattr(registry, "_FAMILIES", registry._FAMILIES.copy())
         yield register_family(TOY)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from raynas.errors import ConfigError
+from raynas.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -44,29 +45,23 @@ class Estimator:
     """False for scores that read no image (cost terms, the BN indicator, synflow)."""
 
 
-_ESTIMATORS: dict[str, Estimator] = {}
+_ESTIMATORS: Registry[Estimator] = Registry("estimator", "estimators", ConfigError)
 
 
 def register_estimator(record: Estimator) -> Estimator:
     """Make ``record.name`` usable wherever an estimator is accepted; a taken name is an error."""
-    known = _ESTIMATORS.get(record.name)
-    if known is not None and known != record:
-        raise ConfigError(f"estimator {record.name!r} is already registered; pick another name")
-    _ESTIMATORS[record.name] = record
-    return record
+    return _ESTIMATORS.register(record.name, record)
 
 
 def estimator(name: str) -> Estimator:
     """The registered estimator ``name``; an unknown name lists the known ones."""
     _load_builtins()
-    if name not in _ESTIMATORS:
-        raise ConfigError(f"unknown estimator {name!r}; known estimators: {known_estimators()}")
-    return _ESTIMATORS[name]
+    return _ESTIMATORS.get(name)
 
 
 def known_estimators() -> list[str]:
     _load_builtins()
-    return sorted(_ESTIMATORS)
+    return _ESTIMATORS.names()
 
 
 def _load_builtins() -> None:
