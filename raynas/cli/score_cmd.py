@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raynas.atomic import write_atomic
 from raynas.cli.common import add_address, positive_int
 from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, checkpoint_data, select_archs, space_at_init
 from raynas.cost import CostModel
@@ -110,9 +111,7 @@ def _write(scores: pd.DataFrame, source: SupernetSource, path: Path, source_id: 
             table[column] = costs[column]
     table["source"], table["seed"] = source_id, seed
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def _rate(per_second: float) -> str:

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raynas.atomic import write_atomic
 from raynas.errors import ConfigError
 from raynas.estimate import IndicatorSettings
 from raynas.estimate.training_free import BUILD, ProbeBatch, ScoringContext, estimator, score_children
@@ -86,19 +86,13 @@ class PartStore:
                                   "pass another --out, or the same settings to resume")
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(self.identity, indent=1)))
+            write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(self.identity, indent=1)))
         parts = sorted(self.folder.glob("part-*.parquet"))
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
 
     def write(self, rows: Sequence[Mapping[str, object]]) -> None:
         part = self.folder / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:6]}.parquet"
-        _write_atomic(part, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
+        write_atomic(part, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
 
 
 def probe_digest(probe: ProbeBatch | None) -> str | None:

@@ -30,6 +30,7 @@ from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from raynas.atomic import write_atomic
 from raynas.errors import ArchError, ConfigError
 from raynas.estimate.bn_indicator import NotFittedError
 from raynas.estimate.latency import space_digest
@@ -311,7 +312,7 @@ class LearnedRanker:
 
     # --- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], metrics: Mapping[str, object] | None = None) -> Path:
-        """Write the ranker as JSON atomically (temp file + ``os.replace``), with ``metrics`` if given."""
+        """Write the ranker as JSON atomically (``raynas.atomic.write_atomic``), with ``metrics`` if given."""
         if not hasattr(self, "trees_"):
             raise NotFittedError("this LearnedRanker is not fitted yet; there is nothing to save")
         document: _Document = {
@@ -323,9 +324,7 @@ class LearnedRanker:
         }
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".tmp-{out.name}")
-        tmp.write_text(json.dumps(document, allow_nan=False) + "\n")
-        os.replace(tmp, out)
+        write_atomic(out, lambda tmp: tmp.write_text(json.dumps(document, allow_nan=False) + "\n"))
         return out
 
     @classmethod
