@@ -186,6 +186,8 @@ def test_score_command_writes_resumes_and_refuses_bad_input(ray_local, tmp_path,
         assert main([*argv, *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+    assert sorted((tmp_path / "s" / "parts").glob("part-*.parquet")) == parts  # nothing scored was lost
+    assert pd.read_parquet(tmp_path / "s" / "scores.parquet")["naswot"].tolist() == table["naswot"].tolist()
 
 
 def test_score_command_applies_a_learned_ranker_and_refuses_one_of_another_space(tmp_path, capsys):
