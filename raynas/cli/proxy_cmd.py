@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the bpe package pulls in Ray Tune and scipy: load it only w
     import pandas as pd
 
     from raynas.bpe import Reference
+    from raynas.bpe.proxy_setting import ProxySetting
+    from raynas.space import SearchSpace
 
 SETTING_FLAGS: dict[str, tuple[Any, str]] = {
     "channels": (positive_int, "C: channels of the first stage"),
@@ -45,6 +47,26 @@ SETTING_FLAGS: dict[str, tuple[Any, str]] = {
     "seed": (non_negative_int, "init, batch order and the train/val split"),
 }
 """Setting key -> (argparse type, help); ``--augment/--no-augment`` and ``--amp`` are added apart."""
+
+
+def add_setting_overrides(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """``--channels``, ``--lr``, ...: one flag per ``SETTING_FLAGS`` key (but ``exclude``), winning over ``--setting``."""
+    group = parser.add_argument_group("setting overrides (win over --setting)")
+    for key, (kind, text) in SETTING_FLAGS.items():
+        if key not in exclude:
+            group.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=text)
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="random crop and flip while training")
+    group.add_argument("--amp", choices=list(AMPS), default=None, help="bf16: train under bfloat16 autocast")
+
+
+def setting_from_args(args: argparse.Namespace, space: SearchSpace) -> ProxySetting:
+    """``--setting`` (default: the paper's BPE1) with the override flags given applied."""
+    from raynas.bpe.proxy_setting import ProxySetting, load_proxy_setting
+
+    setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
+    keys = [k for k in (*SETTING_FLAGS, "augment", "amp") if hasattr(args, k)]
+    return setting.replace("command line", **{key: getattr(args, key) for key in keys})
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +84,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank-by", choices=RANK_BY, default="accuracy",
                         help="score that ranks the architectures: final val top-1, or the sum of training losses "
                              "over all epochs (tse) or the last one (tse_e), lower is better (Ru et al., 2021)")
-    group = parser.add_argument_group("setting overrides (win over --setting)")
-    for key, (kind, text) in SETTING_FLAGS.items():
-        group.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=text)
-    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                       help="random crop and flip while training")
-    group.add_argument("--amp", choices=list(AMPS), default=None, help="bf16: train under bfloat16 autocast")
+    add_setting_overrides(parser)
     parser.add_argument("--cpus-per-arch", type=positive_float, default=1.0,
                         help="CPUs (and torch threads) per architecture's task")
     parser.add_argument("--gpu", action="store_true", help="one GPU per architecture")
@@ -81,12 +98,10 @@ def run(args: argparse.Namespace) -> int:
         proxy_child_space,
         proxy_evaluate,
     )
-    from raynas.bpe.proxy_setting import ProxySetting, load_proxy_setting
     from raynas.space import load_space
 
     space = load_space(args.space)
-    setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
-    setting = setting.replace("command line", **{key: getattr(args, key) for key in (*SETTING_FLAGS, "augment", "amp")})
+    setting = setting_from_args(args, space)
     proxy_child_space(space, setting)  # refuses a family it cannot map, before anything is read or trained
     archs = read_arch_file(args.archs, space)
     reference = None

@@ -14,6 +14,7 @@ from raynas.checkpoint import LoadedCheckpoint, load_checkpoint
 from raynas.cli.calibrate_cmd import add_pool_options, pool_config
 from raynas.cli.common import add_address, at_least, non_negative_int, positive_int
 from raynas.cli.estimate_common import add_depth_rule, checkpoint_data, space_at_init
+from raynas.cli.funnel_search import add_funnel_options, add_pool_option, read_pool
 from raynas.data import DataSplits
 from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch
 from raynas.ray_env import ensure_ray
@@ -31,7 +32,8 @@ from raynas.search.study import (
     search,
     search_probe,
 )
-from raynas.space import load_space
+from raynas.errors import ConfigError
+from raynas.space import SearchSpace, load_space
 
 if TYPE_CHECKING:  # the latency module pulls in torch: load it only when a table is given
     from raynas.estimate.latency import LatencyTable
@@ -43,6 +45,8 @@ def add(parser: argparse.ArgumentParser) -> None:
                              "with an estimator expression, either")
     add_search_options(parser)
     add_prescreen_options(parser)
+    add_pool_option(parser)
+    add_funnel_options(parser)
     parser.add_argument("--evaluator", default=None, metavar="calibrate|proxy|EXPR",
                         help="what scores a child: calibrate (the accuracy of a BN-calibrated child of the "
                              "checkpoint), proxy (the accuracy of each child trained on its own under --setting; no "
@@ -133,6 +137,10 @@ def new_run_dir(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.budget_cpu_s is not None:
+        from raynas.cli import funnel_search
+
+        return funnel_search.run(args)
     config = replace(search_config(args), prescreen=args.prescreen or 0, prescreen_keep=args.prescreen_keep)
     latency = latency_table(args)  # every input is read and checked before Ray starts
     if config.accuracy_evaluator == "proxy":
@@ -150,6 +158,7 @@ def _pool_search(args: argparse.Namespace, config: SearchConfig,
     """A search on evaluator actors: BN scores, calibration or estimators of a trained supernet's
     children, or estimators of a space's children at seeded initialisation."""
     source, data, seed = _pool_source(args, config)
+    config = _with_pool(args, config, source.space)
     probe = search_probe(config, data, args.probe_images)
     pool_settings = replace(pool_config(args, seed, source.space), wait_timeout=args.wait_timeout)
     SearchRunner(source, config, pool_settings, latency)  # refuses what cannot run before anything starts
@@ -174,13 +183,14 @@ def _pool_source(args: argparse.Namespace,
 def _proxy_search(args: argparse.Namespace, config: SearchConfig,
                   latency: LatencyTable | None) -> tuple[Path, SearchResult]:
     """A search over a space with no checkpoint: each child trained standalone under the proxy setting."""
-    from raynas.bpe.proxy_setting import ProxySetting, load_proxy_setting
     from raynas.bpe.search_evaluator import ProxyEvaluator, proxy_subject
+    from raynas.cli.proxy_cmd import setting_from_args
     from raynas.data import load_data
     from raynas.space import load_space
 
     space = load_space(str(args.source))
-    setting = load_proxy_setting(args.setting, space) if args.setting is not None else ProxySetting()
+    setting = setting_from_args(args, space)
+    config = _with_pool(args, config, space)
     data = load_data(args.data or "digits", seed=setting.seed)
     subject = proxy_subject(space, setting, data, args.setting)
     SearchRunner(subject, config, PoolConfig(), latency)  # no actors stand behind a proxy search
@@ -189,6 +199,17 @@ def _proxy_search(args: argparse.Namespace, config: SearchConfig,
     _check_folder(args, out, subject, config, evaluator.config)
     ensure_ray(args.address)
     return out, search(subject, evaluator, out, config, latency)
+
+
+def _with_pool(args: argparse.Namespace, config: SearchConfig, space: SearchSpace) -> SearchConfig:
+    """``config`` restricted to ``--pool``'s architectures; more trials than the pool holds are refused."""
+    if args.pool is None:
+        return config
+    pool = tuple(read_pool(args.pool, space))
+    if config.trials > len(pool):
+        raise ConfigError(f"--trials {config.trials} is more than the {len(pool)} architectures of --pool {args.pool}; "
+                          f"pass --trials {len(pool)} or fewer")
+    return replace(config, pool=pool)
 
 
 def _run_folder(args: argparse.Namespace) -> Path:

@@ -114,8 +114,11 @@ class SearchRunner:
         return [OBJECTIVES[o].optuna_direction for o in self.config.objectives]
 
     def sampler(self) -> optuna.samplers.BaseSampler:
-        """A fresh sampler, seeded from the search seed."""
-        return make_sampler(self.config.sampler, self.config.seed, self.config.population)
+        """A fresh sampler, seeded from the search seed; with a pool, one that proposes only its members."""
+        sampler = make_sampler(self.config.sampler, self.config.seed, self.config.population)
+        if not self.config.pool:
+            return sampler
+        return ArchPoolSampler(sampler, self.space, self.config.pool, self.config.seed)
 
     def name_objectives(self, study: optuna.Study) -> None:
         """Name the study's objectives (optuna-dashboard labels its plots with them)."""

@@ -106,14 +106,6 @@ def identity_of(source_id: str, probe: ProbeBatch | None, seed: int, indicator: 
     return {"source": source_id, "probe": probe_digest(probe), "seed": seed, "indicator": indicator}
 
 
-def score_network_estimators(source: SupernetSource, archs: Sequence[Arch], names: Sequence[str],
-                             probe: ProbeBatch, pool_config: PoolConfig, store: PartStore) -> pd.DataFrame:
-    """Per-architecture rows of the network estimators ``names``; only missing ones are computed,
-    on a pool started for them."""
-    return estimate_resumably(lambda: EvaluatorPool(source, None, pool_config, probe=probe), source.space, archs,
-                              names, store)
-
-
 def estimate_resumably(open_pool: PoolOpener, space: SearchSpace, archs: Sequence[Arch], names: Sequence[str],
                        store: PartStore) -> pd.DataFrame:
     """Per-architecture rows of the estimators ``names`` (in ``archs``' order), with their CPU-seconds;
@@ -163,8 +155,10 @@ def derive(expressions: Sequence[Expression], columns: Columns, rankers: Mapping
 
 def score_architectures(source: SupernetSource, archs: Sequence[Arch], expressions: Sequence[Expression], *,
                         probe: ProbeBatch | None, pool_config: PoolConfig, store: PartStore,
-                        indicator: IndicatorSettings) -> pd.DataFrame:
-    """One row per architecture (in order): ``arch``, every expression's column, ``<name>_cpu_s``."""
+                        indicator: IndicatorSettings, open_pool: PoolOpener | None = None) -> pd.DataFrame:
+    """One row per architecture (in order): ``arch``, every expression's column, ``<name>_cpu_s``.
+
+    Network estimators run on the pool ``open_pool`` opens (default: one started for them)."""
     rankers = {e.text: ranker_of(e, source.space) for e in expressions if e.kind == "ranker"}
     names = base_names(expressions, rankers)
     network = [n for n in names if estimator(n).kind == "network"]
@@ -172,7 +166,8 @@ def score_architectures(source: SupernetSource, archs: Sequence[Arch], expressio
     if network:
         if probe is None:
             raise ConfigError(f"estimators {network} run children on images: pass --data")
-        frame = score_network_estimators(source, archs, network, probe, pool_config, store)
+        opener = open_pool or (lambda: EvaluatorPool(source, None, pool_config, probe=probe))
+        frame = estimate_resumably(opener, source.space, archs, network, store)
         columns.update({c: frame[c].to_numpy(dtype=np.float64) for c in frame.columns})
     columns.update(derive(expressions, columns, rankers, source.space, archs))
     ordered = [e.text for e in expressions] + [n for n in names if n not in {e.text for e in expressions}]

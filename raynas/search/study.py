@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, Self, cast
@@ -65,6 +65,7 @@ from raynas.results.folder_lock import FolderLock
 from raynas.results.fronts import pareto_layers
 from raynas.results.pareto import as_losses
 from raynas.results.report import RESULTS_DIR, read_run_metadata
+from raynas.search.arch_pool import pool_digest
 from raynas.search.define import suggest_arch
 from raynas.search.journal_repair import repair_journal
 from raynas.search.objectives import OBJECTIVES, Constraint, parse_objectives
@@ -138,6 +139,8 @@ class SearchConfig:
     ``vote:synflow+jacov+snip``, ``ranker:FILE`` (``raynas.estimate.training_free.fusion``)."""
     estimator_reference: int = 64
     """Children in a fusion's reference population (a seeded sample of the space, scored once)."""
+    pool: tuple[str, ...] = ()
+    """Architecture keys the search may evaluate (``raynas.search.arch_pool``); empty: the whole space."""
 
     def __post_init__(self) -> None:
         self.objectives = parse_objectives(self.objectives)
@@ -146,6 +149,9 @@ class SearchConfig:
         if self.trials < 1 or self.batch_size < 1:
             raise ConfigError(f"trials and batch_size must be >= 1, got {self.trials}, {self.batch_size}")
         check_prescreen(self.prescreen, self.prescreen_keep, self.objectives)
+        if self.pool and self.prescreen:
+            raise ConfigError("a prescreen samples the whole space: leave it out of a search over a pool of architectures")
+        self.pool = tuple(self.pool)
         if self.accuracy_evaluator not in ACCURACY_EVALUATORS:
             raise ConfigError(f"accuracy_evaluator must be one of {list(ACCURACY_EVALUATORS)}, "
                               f"got {self.accuracy_evaluator!r}")
@@ -184,8 +190,11 @@ class SearchConfig:
         return parse_expressions(self.estimator)[0] if self.estimator is not None else None
 
     def describe(self) -> dict[str, Any]:
-        values = {k: v for k, v in asdict(self).items() if k != "parsed_constraints"}
-        return {**values, "sampler": sampler_name(self.sampler), "objectives": list(self.objectives)}
+        """The settings as plain values (no deep copy: a sampler object holds locks that cannot be copied)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("parsed_constraints", "pool")}
+        pool = {"pool": pool_digest(self.pool)} if self.pool else {}
+        return {**values, "sampler": sampler_name(self.sampler), "objectives": list(self.objectives),
+                "constraints": list(self.constraints), **pool}
 
 
 @dataclass
