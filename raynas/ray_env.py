@@ -46,9 +46,27 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": _ray_log_level}
-    if address is None and num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
+    if address is None:
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        listen_on_loopback()
     ray.init(address=address, **kwargs)
+
+
+def listen_on_loopback() -> None:
+    """Make the local instance this process starts listen on 127.0.0.1 only.
+
+    On Linux, Ray names a node by the host's routable address and its servers listen on every
+    interface; a run on one machine has no reason to be reachable from the network. Ray's
+    switch for single-machine use (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the macOS and Windows
+    default) makes the node's address loopback, and every server of the instance (GCS, raylet,
+    workers, agents) then listens there. Ray reads the variable once, at import, so the constant
+    it sets is set here, before the instance starts. Joining a cluster (``--address``) is left alone.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for processes this one starts
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def started_locally() -> bool:

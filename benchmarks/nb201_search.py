@@ -1,0 +1,114 @@
+"""What cell a raynas search finds on NAS-Bench-201, against random search and the #params pick.
+
+    python -m benchmarks.nb201_search                         # 5 seeds, the shipped config, dev pool
+    python -m benchmarks.nb201_search --seeds 0,1 --budget 600
+
+Each seed runs ``raynas search nb201 --config search_spaces/configs/nb201_search.yaml --pool DEV``
+(the 1,000 cells of ``nb201_cifar10_dev.csv``, given as keys only: the search never sees their
+accuracy), and random search with the same proxy and budget: cells of the pool in a seeded random
+order, each trained at the last rung's fidelity until the budget is spent, the best by the same
+score. The table gives each found cell's true 200-epoch CIFAR-10 accuracy, its percentile in the
+pool, and the CPU-seconds spent, beside the pool's #params pick and its best cell.
+
+Only the shipped config's settings were chosen on this table (see its header), so the figures
+measure that config on the cells it was tuned on; ``--pool`` with another table measures it on others.
+
+Prints a table and writes ``benchmarks/out/nb201_search.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmarks.common import OUT, ROOT, cifar_spec, table, write_json
+from raynas.cli import main
+from raynas.cost import CostModel
+from raynas.space import load_space
+
+DEV_CSV = ROOT.parent / "shared" / "data" / "nb201_cifar10_dev.csv"
+CONFIG = ROOT / "search_spaces" / "configs" / "nb201_search.yaml"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--budget", type=float, default=None, help="CPU-seconds per search (default: the config's)")
+    parser.add_argument("--csv", type=Path, default=DEV_CSV, help="pool with true accuracies")
+    parser.add_argument("--column", default="cifar10_test_acc_200ep")
+    parser.add_argument("--out", type=Path, default=OUT / "nb201_search")
+    parser.add_argument("--methods", default="funnel,random")
+    return parser.parse_args()
+
+
+def search(method: str, seed: int, args: argparse.Namespace, pool: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """One search; its chosen.json (rerunning a finished one reads it back)."""
+    out = args.out / f"{method}-s{seed}"
+    argv = ["search", "nb201", "--config", str(args.config), "--pool", str(pool), "--search-seed", str(seed),
+            "--data", cifar_spec(), "--out", str(out), "-q"]
+    if args.budget is not None:
+        argv += ["--budget-cpu-s", str(args.budget)]
+    if method == "random":
+        last = str(config["rung-epochs"]).split(",")[-1]
+        argv += ["--evaluator", "random", "--rung-epochs", last, "--candidates", "100000", "--prescreen-share", "0"]
+    started = time.perf_counter()
+    if main(argv) != 0:
+        raise SystemExit(f"{method} seed {seed} failed")
+    return {**json.loads((out / "chosen.json").read_text()), "bench_wall_s": time.perf_counter() - started}
+
+
+def main_() -> None:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(args.config.read_text())
+    truth = pd.read_csv(args.csv)[["arch", args.column]].rename(columns={args.column: "accuracy"})
+    pool = args.out / "pool.csv"
+    truth[["arch"]].to_csv(pool, index=False)  # keys only: the search cannot read an accuracy
+    accuracy = dict(zip(truth["arch"], truth["accuracy"]))
+    values = np.sort(truth["accuracy"].to_numpy(float))
+
+    def judged(method: str, seed: int | None, arch: str, cpu: float | None, wall: float | None) -> dict[str, Any]:
+        acc = accuracy[arch]
+        return {"method": method, "seed": seed, "accuracy": acc,
+                "percentile": 100.0 * np.searchsorted(values, acc, side="right") / len(values),
+                "cpu_s": cpu, "wall_s": wall, "arch": arch}
+
+    space = load_space("nb201")
+    params = CostModel(space).costs([space.arch(a) for a in truth["arch"]])["params"]
+    rows = [judged("#params pick", None, truth["arch"].iloc[int(np.argmax(params))], 0.0, None),
+            judged("pool best", None, truth.loc[truth["accuracy"].idxmax(), "arch"], None, None)]
+    runs: list[dict[str, Any]] = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for method in args.methods.split(","):
+            chosen = search(method, seed, args, pool, config)
+            runs.append({**judged(method, seed, chosen["arch"], chosen["cpu_seconds"], chosen["bench_wall_s"]),
+                         "chosen": chosen})
+            print(table([{k: v for k, v in runs[-1].items() if k != "chosen"}],
+                        ["method", "seed", "accuracy", "percentile", "cpu_s", "wall_s"]), flush=True)
+            write_json("nb201_search", {"config": config, "runs": runs, "baselines": rows})
+    summary = []
+    for method in args.methods.split(","):
+        mine = [r for r in runs if r["method"] == method]
+        acc = np.array([r["accuracy"] for r in mine])
+        summary.append({"method": method, "seeds": len(mine), "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1
+                        else 0.0, "min": acc.min(), "max": acc.max(),
+                        "percentile": float(np.mean([r["percentile"] for r in mine])),
+                        "cpu_s": float(np.mean([r["cpu_s"] for r in mine])),
+                        "wall_s": float(np.mean([r["wall_s"] for r in mine]))})
+    summary += [{"method": r["method"], "seeds": "", "mean": r["accuracy"], "percentile": r["percentile"],
+                 "cpu_s": r["cpu_s"]} for r in rows]
+    print(table(summary, ["method", "seeds", "mean", "std", "min", "max", "percentile", "cpu_s", "wall_s"]))
+    path = write_json("nb201_search", {"config": config, "runs": runs, "baselines": rows, "summary": summary})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main_()
