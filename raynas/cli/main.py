@@ -29,6 +29,7 @@ from raynas.cli import (
     train_cmd,
 )
 from raynas.cli.config_file import add_config_option, parse_with_config
+from raynas.cli.writer_lock import writer_lock
 from raynas.errors import RaynasError
 from raynas.logs import set_verbosity
 from raynas.ray_env import set_ray_log_level
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"raynas: error: {err}\n")
     configure_output(args)
     try:
-        return int(COMMANDS[args.command].run(args) or 0)
+        with writer_lock(args):
+            return int(COMMANDS[args.command].run(args) or 0)
     except RaynasError as err:
         print(f"raynas {args.command}: error: {err}", file=sys.stderr)
         return 2

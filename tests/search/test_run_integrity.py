@@ -145,7 +145,7 @@ def test_cli_refuses_before_starting_actors_or_writes_a_fresh_sub_folder(trained
     assert "would mix two searches' results: pass another --out, or --new-run" in capsys.readouterr().err
     with FolderLock(tmp_path / "out"):
         assert main(["search", str(trained.path), *common]) == 2
-    assert f"is in use by another search (pid {os.getpid()})" in capsys.readouterr().err
+    assert f"is in use by another search (pid {os.getpid()} on " in capsys.readouterr().err
     assert main(["search", str(other_checkpoint.path), *common, "--new-run"]) == 0
     assert f"4 trials in {tmp_path / 'out' / 'run-1'}" in capsys.readouterr().out
     assert read_run_metadata(tmp_path / "out" / "run-1")["checkpoint_id"] == other_checkpoint.checkpoint_id
@@ -155,7 +155,7 @@ def test_cli_refuses_before_starting_actors_or_writes_a_fresh_sub_folder(trained
 # --- one writer per folder ------------------------------------------------------------------------
 def test_a_second_search_on_a_folder_in_use_is_refused(trained, pool, tmp_path):
     first = Search(trained, pool, tmp_path, config(trials=6))
-    with pytest.raises(ConfigError, match=rf"{tmp_path} is in use by another search \(pid {os.getpid()}\)"):
+    with pytest.raises(ConfigError, match=rf"{tmp_path} is in use by another search \(pid {os.getpid()} on "):
         Search(trained, pool, tmp_path, config(trials=6))
     first.run(progress=False)
     search(trained, pool, tmp_path, config(trials=12), progress=False)  # the lock went with the first run
@@ -200,7 +200,7 @@ def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ConfigError, match=rf"in use by another search \(pid {holder.pid}\)"):
+        with pytest.raises(ConfigError, match=rf"in use by another search \(pid {holder.pid} on "):
             FolderLock(tmp_path).acquire()
     finally:
         holder.kill()
