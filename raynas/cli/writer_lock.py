@@ -35,23 +35,20 @@ def output_of(args: argparse.Namespace) -> Path | None:
 def writer_lock(args: argparse.Namespace) -> Iterator[None]:
     """Hold the lock of the command's output while it runs (nothing where ``output_of`` is None).
 
-    A folder this made only to hold the lock is removed again when the command leaves it empty
-    (a refused input writes nothing)."""
+    A lock file this made goes when the command ends, and so do folders made only to hold it:
+    a refused input writes nothing."""
     out = output_of(args)
     if out is None:
         yield
         return
     is_file = bool(out.suffix) and not out.is_dir()  # a file: locked beside itself, its folder's other files free
     folder = out.parent if is_file else out
-    lock = FolderLock(folder, f".{out.name}.lock" if is_file else FOLDER_LOCK, f"raynas {args.command}")
+    lock = FolderLock(folder, f".{out.name}.lock" if is_file else FOLDER_LOCK, f"raynas {args.command}",
+                      keep_file=False)
     made = _missing_parents(folder)
     try:
         with lock:
-            try:
-                yield
-            finally:
-                if made and _only(folder, lock.path):
-                    lock.path.unlink()
+            yield
     finally:
         for path in made:  # deepest first; only folders that are still empty
             if path.is_dir() and not any(path.iterdir()):
@@ -65,7 +62,3 @@ def _missing_parents(folder: Path) -> list[Path]:
         missing.append(folder)
         folder = folder.parent
     return missing
-
-
-def _only(folder: Path, lock_file: Path) -> bool:
-    return folder.is_dir() and [p.name for p in folder.iterdir()] == [lock_file.name]

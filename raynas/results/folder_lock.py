@@ -32,9 +32,13 @@ class FolderLock:
     Two locks on one folder conflict even within one process (each opens the file anew).
     """
 
-    def __init__(self, folder: str | os.PathLike[str], name: str = LOCK_FILE, what: str = "search") -> None:
-        self.folder, self.name, self.what = Path(folder), name, what
+    def __init__(self, folder: str | os.PathLike[str], name: str = LOCK_FILE, what: str = "search",
+                 keep_file: bool = True) -> None:
+        self.folder, self.name, self.what, self.keep_file = Path(folder), name, what, keep_file
+        """``keep_file=False``: a lock file this lock created goes when it is released, so a folder
+        keeps no trace of a writer that ended (or was refused) cleanly."""
         self._file: BinaryIO | None = None  # a file object, so a lock dropped unreleased goes with it
+        self._created = False
 
     @property
     def path(self) -> Path:
@@ -49,14 +53,7 @@ class FolderLock:
         if self._file is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        file = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0)
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe(file.read(4096).decode(errors="replace"))
-            file.close()
-            raise ConfigError(f"{self.folder} is in use by another {self.what} ({holder}): two writers of one "
-                              "folder would lose one's results; wait for it to end, or pass another --out") from None
+        file = self._locked_file()
         left = _describe(file.read(4096).decode(errors="replace"), missing="")
         if left:
             logger.warning(f"{self.folder}: taking over the lock of a {self.what} that did not end cleanly ({left})")
@@ -67,10 +64,35 @@ class FolderLock:
         self._file = file
         return self
 
+    def _locked_file(self) -> BinaryIO:
+        """The lock file, opened and flocked; retried when a releasing holder removed it meanwhile
+        (a lock on a removed file would guard nothing)."""
+        while True:
+            created = not self.path.exists()
+            file = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0)
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _describe(file.read(4096).decode(errors="replace"))
+                file.close()
+                raise ConfigError(f"{self.folder} is in use by another {self.what} ({holder}): two writers of one "
+                                  "folder would lose one's results; wait for it to end, or pass another --out") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._created = created
+                return file
+            file.close()
+
     def release(self) -> None:
         """Let the next writer in (closing the descriptor drops the flock); a no-op when not held."""
         if self._file is not None:
-            self._file.truncate(0)  # an empty lock file: its last holder ended cleanly
+            if self._created and not self.keep_file:
+                self.path.unlink(missing_ok=True)  # while still held: the next writer makes a new one
+            else:
+                self._file.truncate(0)  # an empty lock file: its last holder ended cleanly
             self._file.close()
             self._file = None
 

@@ -82,7 +82,7 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over_and_said(tmp_path, capsys)
     assert json.loads(lock.read_text())["command"] == "raynas score"  # the dead holder's record is still there
     assert main(argv) == 0
     assert "taking over the lock of a raynas score that did not end cleanly (pid" in capsys.readouterr().err
-    assert lock.read_text() == ""  # a clean end empties the record
+    assert lock.read_text() == ""  # a clean end empties the record it took over
     assert (tmp_path / "scores" / "scores.parquet").is_file()
 
 
