@@ -7,8 +7,10 @@ work), so there a request is waited for, with progress lines and a time limit.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,60 @@ def set_ray_log_level(level: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+CONNECT_TIMEOUT = 30.0
+"""Seconds an ``--address`` may take to answer before the command gives up (``--connect-timeout``)."""
+_connect_timeout = CONNECT_TIMEOUT
+
+
+def set_connect_timeout(seconds: float) -> None:
+    global _connect_timeout
+    _connect_timeout = float(seconds)
+
+
+def check_address(address: str | None, timeout: float | None = None) -> None:
+    """Fail within ``timeout`` seconds, by one line, when ``address`` names no reachable cluster.
+
+    ``ray.init`` retries an address that does not answer for ever, and reports a missing Ray
+    Client or an absent ``auto`` cluster by a raw exception. A TCP connection to the head's port
+    is what a join needs first, so that is what is waited for here (None: a local instance, nothing to check).
+    """
+    if address is None:
+        return
+    timeout = _connect_timeout if timeout is None else timeout
+    target = address
+    if address.startswith("ray://"):
+        if importlib.util.find_spec("grpc") is None:
+            raise ConfigError(f"--address {address}: Ray Client is not installed; pip install 'ray[client]' to join "
+                              "through ray://, or run on the head node with --address auto")
+        target = address[len("ray://"):]
+    elif address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        target = canonicalize_bootstrap_address("auto") or ""
+        if not target:
+            raise ConfigError("--address auto: no running Ray cluster found on this machine; start one with "
+                              "`ray start --head`, pass its address, or leave --address out for a local instance")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    _wait_for_port(address, host.strip("[]"), int(port), timeout)
+
+
+def _wait_for_port(address: str, host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic()))).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"--address {address}: nothing answered at {host}:{port} within {timeout:g} s "
+                                  f"({err.strerror or err}); check that the cluster's head is running (`ray status` "
+                                  "there) and that this machine can reach that port, or raise --connect-timeout"
+                                  ) from None
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
     """Start or join Ray once. ``address`` is None (local), "auto" or "ray://host:10001".
 
@@ -50,6 +106,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
         listen_on_loopback()
+    else:
+        check_address(address)
     ray.init(address=address, **kwargs)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from raynas.errors import ConfigError
+from raynas.ray_env import CONNECT_TIMEOUT
 from raynas.space.reader import read_yaml
 from raynas.train import Scaling, TrainConfig
 
@@ -47,6 +48,9 @@ non_negative_float = at_least(0.0, float)
 def add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster: 'auto', 'ray://HOST:10001'; default: a local Ray instance")
+    parser.add_argument("--connect-timeout", type=positive_float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on an --address that does not answer within this time (default "
+                             f"{CONNECT_TIMEOUT:g})")
 
 
 def add_training(parser: argparse.ArgumentParser, default_mode: str = "bn_only") -> None:

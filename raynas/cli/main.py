@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -32,7 +33,7 @@ from raynas.cli.config_file import add_config_option, parse_with_config
 from raynas.cli.writer_lock import writer_lock
 from raynas.errors import RaynasError
 from raynas.logs import set_verbosity
-from raynas.ray_env import set_ray_log_level
+from raynas.ray_env import check_address, set_connect_timeout, set_ray_log_level
 
 COMMANDS: dict[str, ModuleType] = {
     "run": run_cmd,
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"raynas: error: {err}\n")
     configure_output(args)
     try:
+        if hasattr(args, "connect_timeout"):  # a command that can join a cluster: fail fast where none answers
+            set_connect_timeout(args.connect_timeout)
+            check_address(args.address or os.environ.get("RAY_ADDRESS") or None)
         with writer_lock(args):
             return int(COMMANDS[args.command].run(args) or 0)
     except RaynasError as err:
