@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
@@ -22,8 +20,11 @@ from optuna.trial import FrozenTrial
 from raynas.errors import ArchError, ConfigError
 from raynas.space import SearchSpace
 
+Params = dict[str, object]
+"""An architecture as Optuna parameters: dimension name -> choice."""
 
-def pool_digest(keys: Sequence[str]) -> dict[str, Any]:
+
+def pool_digest(keys: Sequence[str]) -> dict[str, int | str]:
     """What identifies a pool in ``run.json``: its size and a digest of its sorted keys."""
     return {"archs": len(keys), "sha1": hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]}
 
@@ -46,7 +47,7 @@ class ArchPoolSampler(optuna.samplers.BaseSampler):
         return {d.name: CategoricalDistribution(list(d.choices)) for d in self.space.dims}
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+                        search_space: dict[str, BaseDistribution]) -> Params:
         self._mark_study(study)
         proposal = dict(self.base.sample_relative(study, trial, self.base.infer_relative_search_space(study, trial)))
         for name, distribution in search_space.items():
@@ -54,10 +55,11 @@ class ArchPoolSampler(optuna.samplers.BaseSampler):
                 proposal[name] = self.base.sample_independent(study, trial, name, distribution)
         row = self._nearest(self.space.index_matrix([self.space.arch(self._active(proposal))])[0])
         self.taken[row] = True
-        return self.space.arch(self.keys[row]).to_dict()
+        chosen: Params = dict(self.space.arch(self.keys[row]).to_dict())
+        return chosen
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+                           param_distribution: BaseDistribution) -> object:
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -71,9 +73,9 @@ class ArchPoolSampler(optuna.samplers.BaseSampler):
         self.base.reseed_rng()
 
     # --- helpers ------------------------------------------------------------------------------
-    def _active(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _active(self, values: Params) -> Params:
         """The proposal's values of the dimensions active under it (a conditional space drops the rest)."""
-        active: dict[str, Any] = {}
+        active: Params = {}
         for dim in self.space.dims:
             if dim.is_active(active):
                 active[dim.name] = values[dim.name]

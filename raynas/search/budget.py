@@ -16,16 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import ray
 
 from raynas.bpe.proxy import _train_one
 from raynas.ray_env import POLL_SECONDS
+from raynas.search.runner import Row
 from raynas.space import SearchSpace
 from raynas.train import TrainConfig
-
-Row = dict[str, Any]
 
 
 @dataclass
@@ -65,7 +63,7 @@ class ProxyJob:
     """What every child of one fidelity trains with: the proxy space, its packed data, its config."""
 
     proxy: SearchSpace
-    packed: dict[str, Any]
+    packed: Row
     config: TrainConfig
     use_gpu: bool = False
     cpus_per_arch: float = 1.0

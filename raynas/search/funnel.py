@@ -26,10 +26,10 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -42,10 +42,11 @@ from raynas.cost import CostModel
 from raynas.data import DataSplits
 from raynas.errors import ConfigError
 from raynas.estimate.training_free import ProbeBatch
-from raynas.estimate.training_free.fusion import parse_expression
+from raynas.estimate import IndicatorSettings
+from raynas.estimate.training_free.fusion import Expression, parse_expression
 from raynas.logs import get_logger
 from raynas.model_record import DataInfo, ModelRecord
-from raynas.search.budget import Budget, CostEstimate, ProxyJob, train_within_budget
+from raynas.search.budget import Budget, CostEstimate, ProxyJob, Row, train_within_budget
 from raynas.search.pool import EvaluatorPool, PoolConfig, UntrainedSupernet
 from raynas.search.scoring import PartStore, identity_of, score_architectures
 from raynas.space import SearchSpace
@@ -104,7 +105,7 @@ class FunnelConfig:
     def rung_setting(self, rung: int) -> ProxySetting:
         return replace(self.setting, epochs=self.rung_epochs[rung], seed=self.seed)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Row:
         return {**{k: v for k, v in asdict(self).items() if k != "setting"}, "rung_epochs": list(self.rung_epochs),
                 "setting": self.setting.to_dict()}
 
@@ -115,7 +116,7 @@ class Ledger:
 
     path: Path
     budget: Budget
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     stored: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @classmethod
@@ -131,7 +132,7 @@ class Ledger:
         mine = self.stored[(self.stored["stage"] == stage) & (self.stored["rung"] == rung)]
         return mine.drop_duplicates("arch", keep="last").set_index("arch", drop=False)
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: Row) -> None:
         self.rows.append(row)
         self.save()
 
@@ -142,7 +143,7 @@ class Ledger:
 
 @dataclass(frozen=True)
 class FunnelResult:
-    chosen: dict[str, Any]
+    chosen: Row
     rows: pd.DataFrame
 
 
@@ -155,7 +156,7 @@ def run_funnel(space: SearchSpace, data: DataSplits, out: Path, config: FunnelCo
     ledger = Ledger.open(out, config)
     ordered = _prescreen(space, data, out, config, ledger, _universe(space, config, pool))
     survivors = ordered[:config.candidates]
-    reached: list[dict[str, Any]] = []
+    reached: list[Row] = []
     prior: float | None = None
     for rung in range(len(config.rung_epochs)):
         if not survivors or ledger.budget.left <= 0:
@@ -196,7 +197,7 @@ def _prescreen(space: SearchSpace, data: DataSplits, out: Path, config: FunnelCo
         return universe
     source = UntrainedSupernet(ModelRecord.of(space, DataInfo.of(data)), config.seed)
     probe = ProbeBatch.from_splits(data, config.probe_images, config.seed)
-    indicator = {"depth_rule": "sum", "measure": "abs_gamma"}
+    indicator: IndicatorSettings = {"depth_rule": "sum", "measure": "abs_gamma"}
     store = PartStore(out / "prescreen", identity_of(source.checkpoint_id, probe, config.seed, indicator))
     expression = parse_expression(config.estimator)
     share = config.prescreen_share * config.budget_cpu_s
@@ -215,8 +216,9 @@ def _prescreen(space: SearchSpace, data: DataSplits, out: Path, config: FunnelCo
     return [str(scored["arch"].iloc[i]) for i in order]
 
 
-def _scorer(source: UntrainedSupernet, expression: Any, probe: ProbeBatch, store: PartStore,
-            indicator: Any, actors: EvaluatorPool) -> Any:
+def _scorer(source: UntrainedSupernet, expression: Expression, probe: ProbeBatch, store: PartStore,
+            indicator: IndicatorSettings, actors: EvaluatorPool) -> Callable[[list[str]], pd.DataFrame]:
+    """Scores keys on the running ``actors`` (resumably, in ``store``): the expression and ``cpu_s``, their cost."""
     def score(keys: list[str]) -> pd.DataFrame:
         frame = score_architectures(source, [source.space.arch(k) for k in keys], [expression], probe=probe,
                                     pool_config=PoolConfig(num_actors=1), store=store, indicator=indicator,
@@ -226,23 +228,24 @@ def _scorer(source: UntrainedSupernet, expression: Any, probe: ProbeBatch, store
     return score
 
 
-def _prescreen_row(key: str, score: float, cost: float) -> dict[str, Any]:
+def _prescreen_row(key: str, score: float, cost: float) -> Row:
     return {"arch": key, "stage": "prescreen", "rung": -1, "epochs": 0, "score": score, "cpu_seconds": cost,
             "proxy_accuracy": float("nan"), "tse": float("nan"), "tse_e": float("nan"), "status": "ok"}
 
 
 # --- successive halving ---------------------------------------------------------------------------
 def _train_rung(space: SearchSpace, data: DataSplits, config: FunnelConfig, ledger: Ledger, rung: int,
-                keys: list[str], prior: float | None) -> list[dict[str, Any]]:
+                keys: list[str], prior: float | None) -> list[Row]:
     """Train ``keys`` (best first) at ``rung``'s fidelity while the budget pays; their rows."""
     setting = config.rung_setting(rung)
     done = ledger.done("rung", rung)
-    rows: list[dict[str, Any]] = []
+    spent_before = {str(k): float(v) for k, v in done["cpu_seconds"].items()} if len(done) else {}
+    rows: list[Row] = []
     estimate = CostEstimate(prior)
     share = Budget(ledger.budget.left / (len(config.rung_epochs) - rung))  # what is left, shared by the rungs left
     for key in keys:  # a rerun charges what its first run spent, in the same order, so it decides the same
-        if key in done.index and share.spent + done.loc[key, "cpu_seconds"] <= share.total:
-            row = done.loc[key].to_dict()
+        if key in spent_before and share.spent + spent_before[key] <= share.total:
+            row = cast(Row, done.loc[key].to_dict())
             share.charge(row["cpu_seconds"])
             ledger.budget.charge(row["cpu_seconds"])
             estimate.add(row["cpu_seconds"])
@@ -255,7 +258,7 @@ def _train_rung(space: SearchSpace, data: DataSplits, config: FunnelConfig, ledg
                        config.use_gpu, config.cpus_per_arch)
         base = {"stage": "rung", "rung": rung, "epochs": setting.epochs}
 
-        def record(row: dict[str, Any]) -> None:
+        def record(row: Row) -> None:
             ledger.budget.charge(row["cpu_seconds"])
             full = {**base, **{k: row[k] for k in ("arch", "proxy_accuracy", "tse", "tse_e", "cpu_seconds", "status")},
                     "score": float(proxy_scores(pd.DataFrame([row]), config.rank_by).iloc[0])}
@@ -277,7 +280,7 @@ def _slots(config: FunnelConfig) -> int:
     return max(1, int(resources.get("CPU", 1) // config.cpus_per_arch))
 
 
-def _next_prior(trained: list[dict[str, Any]], config: FunnelConfig, rung: int) -> float | None:
+def _next_prior(trained: list[Row], config: FunnelConfig, rung: int) -> float | None:
     """A child's expected cost at the next rung: this rung's mean, scaled by the epochs."""
     if rung + 1 >= len(config.rung_epochs):
         return None
@@ -285,13 +288,13 @@ def _next_prior(trained: list[dict[str, Any]], config: FunnelConfig, rung: int) 
     return mean * config.rung_epochs[rung + 1] / config.rung_epochs[rung]
 
 
-def _best_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _best_first(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: -r["score"])
 
 
 # --- the choice -----------------------------------------------------------------------------------
-def _chosen(space: SearchSpace, data: DataSplits, config: FunnelConfig, ledger: Ledger, best: dict[str, Any],
-            seconds: float) -> dict[str, Any]:
+def _chosen(space: SearchSpace, data: DataSplits, config: FunnelConfig, ledger: Ledger, best: Row,
+            seconds: float) -> Row:
     frame = pd.DataFrame(ledger.rows)
     costs = CostModel(space, data.num_classes, 3).costs([space.arch(best["arch"])])
     rungs = frame[frame["stage"] == "rung"]
@@ -301,7 +304,7 @@ def _chosen(space: SearchSpace, data: DataSplits, config: FunnelConfig, ledger: 
         "flops": int(costs["flops"][0]), "params": int(costs["params"][0]),
         "prescreen": {"cells": int((frame["stage"] == "prescreen").sum()), "estimator": config.estimator,
                       "cpu_seconds": float(frame.loc[frame["stage"] == "prescreen", "cpu_seconds"].sum())},
-        "rungs": [{"rung": int(r), "epochs": int(g["epochs"].iloc[0]), "trained": len(g),
+        "rungs": [{"rung": int(cast(int, r)), "epochs": int(g["epochs"].iloc[0]), "trained": len(g),
                    "cpu_seconds": float(g["cpu_seconds"].sum())} for r, g in rungs.groupby("rung")],
         "wall_seconds": seconds, "space": space.name, "data": data.name, "config": config.describe(),
     }

@@ -42,7 +42,8 @@ class RunIdentity:
     such a field is never compared. Fields added later (``LATER``) are left out of ``to_dict`` and
     ``config_hash`` while unset, so an identity recorded before they existed keeps its hash."""
 
-    LATER: ClassVar[tuple[str, ...]] = ("prescreen", "prescreen_keep", "estimator", "estimator_reference", "probe")
+    LATER: ClassVar[tuple[str, ...]] = ("prescreen", "prescreen_keep", "estimator", "estimator_reference", "probe",
+                                        "pool")
 
     checkpoint_id: str
     space: str
@@ -64,6 +65,8 @@ class RunIdentity:
     """Children in a fusion's reference population."""
     probe: str | None = None
     """A digest of the probe minibatch network estimators score on."""
+    pool: str | None = None
+    """``<archs>:<sha1>`` of the architectures a pool search may evaluate (``raynas.search.arch_pool``)."""
 
     @property
     def config_hash(self) -> str:

@@ -28,6 +28,7 @@ from raynas.estimate import BNIndicator
 from raynas.model_record import DataInfo, ModelRecord
 from raynas.results.objectives import OBJECTIVES
 from raynas.results.report import write_run_metadata
+from raynas.search.arch_pool import ArchPoolSampler
 from raynas.search.costs import CheapObjectives
 from raynas.search.objectives import CHEAP, Constraint
 from raynas.search.samplers import make_sampler, sampler_name

@@ -498,6 +498,7 @@ def search_identity(config: SearchConfig, checkpoint: Subject, pool_config: Pool
         estimator=config.estimator,
         estimator_reference=config.estimator_reference if expression and expression.kind in FUSIONS else None,
         probe=probe_digest(probe) if expression else None,
+        pool="{archs}:{sha1}".format(**pool_digest(config.pool)) if config.pool else None,
     )
 
 

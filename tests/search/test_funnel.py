@@ -168,3 +168,16 @@ def test_a_pool_search_rejects_more_trials_than_the_pool_and_a_prescreen(tmp_pat
             str(pool), "--trials", "5", "--out", str(tmp_path / "out"))
     refused(capsys, "prescreen", "search", str(space_file), "--evaluator", "naswot", "--pool", str(pool),
             "--trials", "1", "--prescreen", "10", "--out", str(tmp_path / "out"))
+
+
+def test_an_optuna_search_over_a_pool_evaluates_only_its_members_once_each(ray_local, space_file, tmp_path):
+    pool = list(dict.fromkeys(SPACE.key(a) for a in SPACE.from_index_matrix(SPACE.sample_index_matrix(12, seed=5))))
+    pd.DataFrame({"arch": pool}).to_parquet(tmp_path / "pool.parquet")
+    out = tmp_path / "search"
+    assert main(["search", str(space_file), "--evaluator", "naswot", "--pool", str(tmp_path / "pool.parquet"),
+                 "--data", "synthetic", "--probe-images", "8", "--trials", str(len(pool)), "--search-batch", "4",
+                 "--sampler", "nsga2", "--population", "4", "--actor-cpus", "0.5", "--out", str(out)]) == 0
+    rows = pd.read_parquet(out / "results")
+    searched = rows[rows["evaluator"] == "estimate"]
+    assert sorted(searched["arch"]) == sorted(pool)  # every member once, nothing outside the pool
+    assert json.loads((out / "run.json").read_text())["runs"]["search"]["pool"].startswith(f"{len(pool)}:")
