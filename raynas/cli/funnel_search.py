@@ -1,4 +1,4 @@
-"""`raynas search SPACE --budget-cpu-s N`: the multi-fidelity funnel (``raynas.search.funnel``) as a command.
+"""`raynas search SPACE --budget-cpu-s N`: the multi-fidelity funnel (``raynas.bpe.funnel``) as a command.
 
     raynas search nb201 --budget-cpu-s 1800 --data imagefolder:ROOT --out runs/nb201-search
     raynas search nb201 --config search_spaces/configs/nb201_search.yaml --pool cells.csv --out DIR
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raynas.cli.common import at_least, positive_float, positive_int
 from raynas.cli.estimate_common import read_arch_file
@@ -19,10 +20,12 @@ from raynas.data import load_data
 from raynas.errors import ConfigError
 from raynas.ray_env import ensure_ray
 from raynas.results.folder_lock import FolderLock
-from raynas.search.funnel import RANDOM, FunnelConfig, run_funnel
 from raynas.search.recipes import default_estimator
 from raynas.space import SearchSpace, load_space
 from raynas.train.speed import RANK_BY
+
+if TYPE_CHECKING:  # the bpe package pulls in Ray Tune and scipy: load it only when the command runs
+    from raynas.bpe.funnel import FunnelConfig
 
 
 def add_funnel_options(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +59,8 @@ def read_pool(path: Path, space: SearchSpace) -> list[str]:
 
 
 def funnel_config(args: argparse.Namespace, space: SearchSpace) -> FunnelConfig:
+    from raynas.bpe.funnel import RANDOM, FunnelConfig
+
     try:
         epochs = tuple(int(e) for e in str(args.rung_epochs).split(","))
     except ValueError as err:
@@ -72,6 +77,8 @@ def funnel_config(args: argparse.Namespace, space: SearchSpace) -> FunnelConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from raynas.bpe.funnel import run_funnel
+
     if args.source.is_dir():
         raise ConfigError("--budget-cpu-s searches a space (name or .yaml), not a checkpoint folder")
     space = load_space(str(args.source))

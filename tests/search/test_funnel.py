@@ -13,7 +13,7 @@ from raynas.cli import main
 from raynas.errors import ConfigError
 from raynas.search.arch_pool import ArchPoolSampler
 from raynas.search.define import suggest_arch
-from raynas.search.funnel import FUNNEL_FILE, FunnelConfig
+from raynas.bpe.funnel import FUNNEL_FILE, FunnelConfig
 from raynas.space import load_space, space_from_dict
 
 SMALL_NB201 = {"name": "nb201_small", "family": "nb201", "ops": ["none", "skip_connect", "avg_pool_3x3",

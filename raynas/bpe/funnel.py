@@ -10,7 +10,7 @@ real training. ``run_funnel`` spends a budget of CPU-seconds in three steps, eac
 2. **successive halving**: the best ``candidates`` cells train standalone under the first
    rung's proxy setting; the best ``1/eta`` of them go on to the next rung (more epochs), and so
    on. Every rung trains best-first, so when the budget runs out, the least promising are the
-   ones left untrained (``raynas.search.budget``).
+   ones left untrained (``raynas.bpe.budget``).
 3. **choice**: the best cell of the highest rung reached.
 
 The search never reads a true accuracy: only the validation split of the training images.
@@ -46,7 +46,7 @@ from raynas.estimate import IndicatorSettings
 from raynas.estimate.training_free.fusion import Expression, parse_expression
 from raynas.logs import get_logger
 from raynas.model_record import DataInfo, ModelRecord
-from raynas.search.budget import Budget, CostEstimate, ProxyJob, Row, train_within_budget
+from raynas.bpe.budget import Budget, CostEstimate, ProxyJob, Row, train_within_budget
 from raynas.search.pool import EvaluatorPool, PoolConfig, UntrainedSupernet
 from raynas.search.scoring import PartStore, identity_of, score_architectures
 from raynas.space import SearchSpace
