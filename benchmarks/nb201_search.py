@@ -65,6 +65,34 @@ def search(method: str, seed: int, args: argparse.Namespace, pool: Path, config:
     return {**json.loads((out / "chosen.json").read_text()), "bench_wall_s": time.perf_counter() - started}
 
 
+def rung_quality(args: argparse.Namespace, accuracy: dict[str, float]) -> list[dict[str, Any]]:
+    """Which early score ranks better (the issue's "TSE or validation accuracy"): per stage, the
+    Spearman of the prescreen score and of each proxy score against the truth, mean over seeds."""
+    from scipy.stats import spearmanr
+
+    found: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for folder in sorted(args.out.glob("*-s*")):
+        method = folder.name.rsplit("-s", 1)[0]
+        rows = pd.read_parquet(folder / "funnel.parquet")
+        prescreen = rows[rows["stage"] == "prescreen"].set_index("arch")["score"]
+        for rung, trained in rows[rows["stage"] == "rung"].groupby("rung"):
+            truth = trained["arch"].map(accuracy).to_numpy(float)
+            if len(trained) < 3:
+                continue
+            scores = {"prescreen": trained["arch"].map(prescreen).to_numpy(float),
+                      "proxy_accuracy": trained["proxy_accuracy"].to_numpy(float),
+                      "tse": -trained["tse"].to_numpy(float), "tse_e": -trained["tse_e"].to_numpy(float)}
+            found.setdefault((method, f"rung {rung}"), []).append(
+                {"cells": len(trained), **{k: float(spearmanr(v, truth)[0]) if np.isfinite(v).all() else np.nan
+                                           for k, v in scores.items()}})
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if np.isfinite(v)]
+        return float(np.mean(finite)) if finite else float("nan")
+
+    return [{"method": method, "stage": stage, **{k: mean([r[k] for r in got]) for k in got[0]}}
+            for (method, stage), got in found.items()]
+
+
 def main_() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +134,11 @@ def main_() -> None:
     summary += [{"method": r["method"], "seeds": "", "mean": r["accuracy"], "percentile": r["percentile"],
                  "cpu_s": r["cpu_s"]} for r in rows]
     print(table(summary, ["method", "seeds", "mean", "std", "min", "max", "percentile", "cpu_s", "wall_s"]))
-    path = write_json("nb201_search", {"config": config, "runs": runs, "baselines": rows, "summary": summary})
+    quality = rung_quality(args, accuracy)
+    print("\nSpearman of each score against the true accuracy, over the cells each stage scored (mean over seeds):")
+    print(table(quality, ["method", "stage", "cells", "prescreen", "proxy_accuracy", "tse", "tse_e"]))
+    path = write_json("nb201_search", {"config": config, "runs": runs, "baselines": rows, "summary": summary,
+                                       "rung_quality": quality})
     print(f"wrote {path}")
 
 
