@@ -34,6 +34,9 @@ MODEL_KEY = "model"
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint's ``meta.json``; a missing folder or file, or broken JSON, is a ``ConfigError``."""
     folder = Path(path)
+    if folder.is_file():
+        raise ConfigError(f"{folder} is a file, not a raynas checkpoint: pass the checkpoint's folder (the one holding "
+                          f"{META_FILE} and {STATE_FILE})")
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a raynas checkpoint: the folder does not exist")
     file = folder / META_FILE

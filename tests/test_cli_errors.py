@@ -117,6 +117,10 @@ CASES = [
     Case("archs-no-arch-column", SCORE + " --archs {bad}", "{bad} has no `arch` column", file("archs.csv", "key\nx\n")),
     Case("archs-unknown-key", SCORE + " --archs {bad}", "{bad}: key 'bogus-key'", file("keys.txt", "bogus-key\n")),
     Case("archs-missing", SCORE + " --archs {bad}", "architecture file {bad} does not exist", absent("nope.csv")),
+    # outputs and checkpoints of the wrong kind
+    Case("score-out-csv", "score {ckpt} --sample 2 --out {tmp}/scores.csv", "score writes Parquet, to a folder", None),
+    Case("checkpoint-is-a-file", "calibrate {bad} --sample 2 --out {tmp}/out.parquet",
+         "{bad} is a file, not a raynas checkpoint: pass the checkpoint's folder", file("state.pt", b"\x80\x02")),
     # --config files
     Case("config-missing", TRAIN + " --config {bad}", "{bad}: no such file", absent("nope.yaml")),
     Case("config-yaml-syntax", TRAIN + " --config {bad}", "{bad}: malformed YAML at line 2, column 5",

@@ -22,6 +22,7 @@ from raynas.atomic import write_atomic
 from raynas.cli.common import add_address, positive_int
 from raynas.cli.estimate_common import add_arch_selection, add_depth_rule, checkpoint_data, select_archs, space_at_init
 from raynas.cost import CostModel
+from raynas.errors import ConfigError
 from raynas.estimate import MEASURES, IndicatorSettings
 from raynas.estimate.training_free import DEFAULT_PROBE_IMAGES, ProbeBatch, estimator
 from raynas.estimate.training_free.fusion import parse_expressions
@@ -69,10 +70,13 @@ def _paths(out: Path) -> tuple[Path, Path]:
     """(the table, the folder of its resumable parts)."""
     if out.suffix == ".parquet":
         return out, out.with_name(f".{out.stem}.parts")
+    if out.suffix or out.is_file():
+        raise ConfigError(f"--out {out}: score writes Parquet, to a folder (scores.parquet in it) or a .parquet file")
     return out / "scores.parquet", out / "parts"
 
 
 def run(args: argparse.Namespace) -> int:
+    table_path, parts = _paths(args.out)  # a wrong kind of --out is refused before anything is read
     source, spec = _source(args)
     space, source_id = source.space, source.checkpoint_id
     is_checkpoint = not isinstance(source, UntrainedSupernet)
@@ -88,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
             source, data = space_at_init(space, spec, args.seed)
         probe = ProbeBatch.from_splits(data, args.probe_images, args.seed)
         ensure_ray(args.address)
-    table_path, parts = _paths(args.out)
     store = PartStore(parts, identity_of(source_id, probe, args.seed, indicator))
     started = time.perf_counter()
     scores = score_architectures(source, archs, expressions, probe=probe, store=store, indicator=indicator,
