@@ -24,3 +24,21 @@ def test_sampler_round_trips_through_pickle_and_samples_like_the_original(name):
         picks.append([t.params for t in study.trials])
         pickle.dumps(sampler)  # still picklable after use (its lock was taken and released)
     assert picks[0] == picks[1]
+
+
+@pytest.mark.parametrize("sampler", [optuna.samplers.NSGAIISampler, optuna.samplers.NSGAIIISampler])
+def test_optunas_own_sampler_objects_describe_and_identify_a_search(sampler):
+    """``SearchConfig.describe`` (run.json) once deep-copied the sampler, and Optuna's own genetic
+    samplers hold a thread lock that cannot be copied: a search crashed after training."""
+    from raynas.model_record import DataInfo, ModelRecord
+    from raynas.search.pool import PoolConfig, UntrainedSupernet
+    from raynas.search.study import SearchConfig, search_identity
+    from raynas.space import load_space
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        config = SearchConfig(sampler=sampler(population_size=4, seed=0))
+    described = config.describe()
+    assert described["sampler"] == sampler.__name__ and described["objectives"] == ["bn_score", "flops"]
+    subject = UntrainedSupernet(ModelRecord.of(load_space("tiny"), DataInfo("", 10, 3, 32, (0.5,), (0.5,))))
+    assert search_identity(config, subject, PoolConfig()).sampler == sampler.__name__
