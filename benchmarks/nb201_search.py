@@ -46,11 +46,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--column", default="cifar10_test_acc_200ep")
     parser.add_argument("--out", type=Path, default=OUT / "nb201_search")
     parser.add_argument("--methods", default="funnel,random")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: tabulate the searches under --out that have a chosen.json")
     return parser.parse_args()
 
 
-def search(method: str, seed: int, args: argparse.Namespace, pool: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """One search; its chosen.json (rerunning a finished one reads it back)."""
+def search(method: str, seed: int, args: argparse.Namespace, pool: Path,
+           config: dict[str, Any]) -> dict[str, Any] | None:
+    """One search; its chosen.json (rerunning a finished one reads it back; None: not run, with --report-only)."""
     out = args.out / f"{method}-s{seed}"
     argv = ["search", "nb201", "--config", str(args.config), "--pool", str(pool), "--search-seed", str(seed),
             "--data", cifar_spec(), "--out", str(out), "-q"]
@@ -60,6 +63,11 @@ def search(method: str, seed: int, args: argparse.Namespace, pool: Path, config:
         last = str(config["rung-epochs"]).split(",")[-1]
         argv += ["--evaluator", "random", "--rung-epochs", last, "--candidates", "100000", "--prescreen-share", "0"]
     started = time.perf_counter()
+    if args.report_only:
+        if not (out / "chosen.json").is_file():
+            return None
+        chosen = json.loads((out / "chosen.json").read_text())
+        return {**chosen, "bench_wall_s": chosen["wall_seconds"]}
     if main(argv) != 0:
         raise SystemExit(f"{method} seed {seed} failed")
     return {**json.loads((out / "chosen.json").read_text()), "bench_wall_s": time.perf_counter() - started}
@@ -72,6 +80,8 @@ def rung_quality(args: argparse.Namespace, accuracy: dict[str, float]) -> list[d
 
     found: dict[tuple[str, str], list[dict[str, float]]] = {}
     for folder in sorted(args.out.glob("*-s*")):
+        if not (folder / "chosen.json").is_file():
+            continue  # not finished
         method = folder.name.rsplit("-s", 1)[0]
         rows = pd.read_parquet(folder / "funnel.parquet")
         prescreen = rows[rows["stage"] == "prescreen"].set_index("arch")["score"]
@@ -117,6 +127,8 @@ def main_() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for method in args.methods.split(","):
             chosen = search(method, seed, args, pool, config)
+            if chosen is None:
+                continue
             runs.append({**judged(method, seed, chosen["arch"], chosen["cpu_seconds"], chosen["bench_wall_s"]),
                          "chosen": chosen})
             print(table([{k: v for k, v in runs[-1].items() if k != "chosen"}],
@@ -125,6 +137,8 @@ def main_() -> None:
     summary = []
     for method in args.methods.split(","):
         mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
         acc = np.array([r["accuracy"] for r in mine])
         summary.append({"method": method, "seeds": len(mine), "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1
                         else 0.0, "min": acc.min(), "max": acc.max(),
