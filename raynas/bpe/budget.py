@@ -14,13 +14,10 @@ processes sharing the machine do not make a child look dear.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import ray
-
-from raynas.bpe.proxy import _train_one
-from raynas.ray_env import POLL_SECONDS
+from raynas.bpe.proxy import _train_all
 from raynas.search.runner import Row
 from raynas.space import SearchSpace
 from raynas.train import TrainConfig
@@ -77,34 +74,15 @@ def train_within_budget(job: ProxyJob, keys: Sequence[str], budget: Budget, esti
     once (to record it). Children not started because the budget ran out are left out.
     """
     rows: list[Row] = []
-    for row in _run(job, list(keys), budget, estimate, max(1, slots)):
+    rows_in_order = _train_all(job.proxy, list(keys), job.packed, job.config, job.use_gpu, job.cpus_per_arch,
+                               may_start=lambda in_flight: _affordable(budget, estimate, in_flight), slots=slots)
+    for row in rows_in_order:
         budget.charge(row["cpu_seconds"])
         estimate.add(row["cpu_seconds"])
         rows.append(row)
         if on_row is not None:
             on_row(row)
     return rows
-
-
-def _run(job: ProxyJob, keys: list[str], budget: Budget, estimate: CostEstimate, slots: int) -> Iterator[Row]:
-    task = _train_one.options(num_cpus=0 if job.use_gpu else job.cpus_per_arch, num_gpus=1 if job.use_gpu else 0)
-    device = "cuda" if job.use_gpu else "cpu"
-    data = ray.put(job.packed)
-    pending: dict[ray.ObjectRef, str] = {}
-    queue = list(keys)
-    try:
-        while queue or pending:
-            while queue and len(pending) < slots and _affordable(budget, estimate, len(pending)):
-                key = queue.pop(0)
-                pending[task.remote(job.proxy, key, data, job.config, device, max(1, int(job.cpus_per_arch)))] = key
-            if not pending:
-                return  # the budget cannot pay for the next child
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
-            for ref in ready:
-                yield {"arch": pending.pop(ref), **ray.get(ref)}
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
 
 
 def _affordable(budget: Budget, estimate: CostEstimate, in_flight: int) -> bool:

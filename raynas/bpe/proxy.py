@@ -234,14 +234,23 @@ def proxy_evaluate(
 
 
 def _train_all(proxy: SearchSpace, keys: list[str], packed: dict[str, Any], config: TrainConfig, use_gpu: bool,
-               cpus: float) -> Iterator[Row]:
-    """Yield one row per key as its Ray task finishes; tasks still running are cancelled on exit."""
+               cpus: float, may_start: Callable[[int], bool] = lambda in_flight: True,
+               slots: int | None = None) -> Iterator[Row]:
+    """Yield one row per key as its Ray task finishes, keys started in order, at most ``slots`` at a
+    time (default: all), each only when ``may_start(tasks in flight)`` agrees; when it refuses with
+    none in flight, the rest are left untrained. Tasks still running are cancelled on exit."""
     task = _train_one.options(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0)
     data_ref = ray.put(packed)
-    threads = max(1, int(cpus))
-    pending = {task.remote(proxy, key, data_ref, config, "cuda" if use_gpu else "cpu", threads): key for key in keys}
+    device, threads = "cuda" if use_gpu else "cpu", max(1, int(cpus))
+    queue, limit = list(keys), len(keys) if slots is None else max(1, slots)
+    pending: dict[ray.ObjectRef, str] = {}
     try:
-        while pending:
+        while queue or pending:
+            while queue and len(pending) < limit and may_start(len(pending)):
+                key = queue.pop(0)
+                pending[task.remote(proxy, key, data_ref, config, device, threads)] = key
+            if not pending:
+                return
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
             for ref in ready:
                 yield {"arch": pending.pop(ref), **ray.get(ref)}
