@@ -132,8 +132,9 @@ class Ledger:
         mine = self.stored[(self.stored["stage"] == stage) & (self.stored["rung"] == rung)]
         return mine.drop_duplicates("arch", keep="last").set_index("arch", drop=False)
 
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
+    def add(self, *rows: Row) -> None:
+        """Record ``rows`` and rewrite the file once (the prescreen's thousand rows: one write, not a thousand)."""
+        self.rows.extend(rows)
         self.save()
 
     def save(self) -> None:
@@ -192,8 +193,7 @@ def _prescreen(space: SearchSpace, data: DataSplits, out: Path, config: FunnelCo
                universe: list[str]) -> list[str]:
     """The universe, best first by the estimator, cut to what ``prescreen_share`` of the budget pays for."""
     if config.estimator == RANDOM:
-        for key in universe:
-            ledger.add(_prescreen_row(key, float("nan"), 0.0))
+        ledger.add(*(_prescreen_row(key, float("nan"), 0.0) for key in universe))
         return universe
     source = UntrainedSupernet(ModelRecord.of(space, DataInfo.of(data)), config.seed)
     probe = ProbeBatch.from_splits(data, config.probe_images, config.seed)
@@ -207,9 +207,9 @@ def _prescreen(space: SearchSpace, data: DataSplits, out: Path, config: FunnelCo
         per_cell = float(first["cpu_s"].mean())
         affordable = int(share // per_cell) if per_cell > 0 else len(universe)
         scored = score(universe[:max(len(first), min(len(universe), affordable))])
-    for key, value, cost in zip(scored["arch"], scored[expression.text], scored["cpu_s"]):
-        ledger.budget.charge(cost)
-        ledger.add(_prescreen_row(key, float(value), float(cost)))
+    ledger.budget.charge(float(scored["cpu_s"].sum()))
+    ledger.add(*(_prescreen_row(key, float(value), float(cost))
+                 for key, value, cost in zip(scored["arch"], scored[expression.text], scored["cpu_s"])))
     logger.info(f"prescreen: {len(scored):,} of {len(universe):,} cells scored by {expression.text} in "
                 f"{ledger.budget.spent:.0f} CPU-s ({per_cell:.2f} per cell)")
     order = np.argsort(-np.nan_to_num(scored[expression.text].to_numpy(float), nan=-np.inf), kind="stable")
