@@ -67,7 +67,10 @@ def check_address(address: str | None, timeout: float | None = None) -> None:
     elif address == "auto":
         from ray._private.services import canonicalize_bootstrap_address
 
-        target = canonicalize_bootstrap_address("auto") or ""
+        try:
+            target = canonicalize_bootstrap_address("auto") or ""
+        except ConnectionError:  # Ray's own word for "no instance found"
+            target = ""
         if not target:
             raise ConfigError("--address auto: no running Ray cluster found on this machine; start one with "
                               "`ray start --head`, pass its address, or leave --address out for a local instance")
