@@ -1,13 +1,18 @@
 """Does the search earn its cost? The main job against simple ways of picking a child.
 
 For each seed, on one dataset, every method ends with trained models that are tested once:
-- raynas BN-NAS path (``raynas run``) and BigNAS path (``raynas run --mode full``);
-- random search: as many random children per cost target as BN-NAS shortlists, from the same
-  cost band, trained the same way (ASHA short stage, then full training of the best);
+- raynas default (``raynas run``): the funnel, candidates anywhere under each budget, ASHA, the
+  survivor trained in full;
+- raynas BN-NAS band (``raynas run --shortlist band --per-target 3 --sampler nsga2``): the
+  main job before the funnel, BN-NAS's best-scored children of each cost band;
+- raynas BigNAS path (``raynas run --mode full``);
+- random search: as many random children per target as the default has candidates, from
+  anywhere under the budget, trained the same way (ASHA short stage, then the best in full);
 - the child with the most #params under each target, trained in full;
 - the largest child, trained in full;
 - on small data, LogisticRegression on pixels and a small hand-written CNN.
-BN-NAS, random and #params get the same retraining budget (recipe, epochs, targets).
+The default, random search and #params get the same retraining recipe (epochs, targets); the
+paired difference default minus random search is printed at the end.
 
     python -m benchmarks.end_to_end --data digits --seeds 0 1 2
     python -m benchmarks.end_to_end --data cifar --seeds 0 1 2 --train-images 4000 --val-images 1000 \
@@ -25,7 +30,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -46,10 +50,16 @@ from raynas.space import SearchSpace, load_space
 from raynas.train.data_feed import pack_splits
 
 
-def main_job(args: argparse.Namespace, data: DataSplits, seed: int, mode: str, out: Path) -> dict[str, Any]:
+BAND_PATH = ["--shortlist", "band", "--per-target", "3", "--sampler", "nsga2"]
+"""The main job before the funnel: BN-NAS's band shortlist of 3 over an NSGA-II search."""
+
+
+def main_job(args: argparse.Namespace, data: DataSplits, seed: int, mode: str, out: Path,
+             extra: list[str] | None = None) -> dict[str, Any]:
     epochs = args.bignas_epochs if mode == "full" else args.supernet_epochs
     argv = ["run", "--space", args.space, "--data", data.name, "--out", str(out), "--seed", str(seed),
             "--mode", mode, "--targets", str(args.targets)] + (["--epochs", str(epochs)] if epochs else [])
+    argv += extra or []
     argv += [f"--{k}-epochs={v}" for k, v in (("short", args.short_epochs), ("final", args.final_epochs)) if v]
     started = time.perf_counter()
     run_main_job(build_parser().parse_args(argv), data)
@@ -85,16 +95,17 @@ def retrain_recipe(args: argparse.Namespace, data: DataSplits) -> RetrainRecipe:
 
 def random_picks(space: SearchSpace, cheap: CheapObjectives, targets: list[float], per_target: int,
                  seed: int) -> dict[float, list[str]]:
-    """``per_target`` random children per cost band (target i-1, target i], as BN-NAS's shortlist."""
+    """``per_target`` random children from anywhere under each budget, as the default's candidates;
+    none twice."""
     rng = random.Random(seed)
     pool = {space.key(a): a for a in (space.sample(rng) for _ in range(4000))}
     keys = list(pool)
     flops = cheap([pool[k] for k in keys])["flops"]
-    picks, lower = {}, -np.inf
+    picks, taken = {}, set()
     for target in sorted(targets):
-        band = [k for k, f in zip(keys, flops) if lower < f <= target] or [k for k, f in zip(keys, flops) if f <= target]
-        picks[target] = rng.sample(band, min(per_target, len(band)))
-        lower = target
+        fits = [k for k, f in zip(keys, flops) if f <= target and k not in taken]
+        picks[target] = rng.sample(fits, min(per_target, len(fits)))
+        taken.update(picks[target])
     return picks
 
 
@@ -161,9 +172,11 @@ def one_seed(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, A
                          "test_top1": model["test_top1"], "wall_s": result["wall_s"]})
 
     bnnas = main_job(args, data, seed, "bn_only", out / "bnnas")
-    add("raynas BN-NAS", bnnas)
+    add("raynas default", bnnas)
     targets = [m["target"] for m in bnnas["models"]]
     recipe = retrain_recipe(args, data)
+    if "band" in args.methods:
+        add("raynas BN-NAS band", main_job(args, data, seed, "bn_only", out / "band", BAND_PATH))
     if "bignas" in args.methods:
         add("raynas BigNAS", main_job(args, data, seed, "full", out / "bignas"))
     if "random" in args.methods:
@@ -198,6 +211,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def paired(rows: list[dict[str, Any]], method: str, baseline: str) -> dict[str, Any] | None:
+    """``method`` minus ``baseline`` in test top-1 over the (seed, target) pairs both have."""
+    frame = pd.DataFrame(rows)
+    both = frame[frame["method"] == method].merge(frame[frame["method"] == baseline], on=["seed", "target"])
+    if not len(both):
+        return None
+    gap = both["test_top1_x"] - both["test_top1_y"]
+    return {"method": method, "baseline": baseline, "pairs": len(gap), "mean_points": 100 * gap.mean(),
+            "sd_points": 100 * gap.std(ddof=1) if len(gap) > 1 else None, "ahead": int((gap > 0).sum()),
+            "tied": int((gap == 0).sum())}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=["digits", "cifar"], default="digits")
@@ -210,7 +235,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--final-epochs", type=int, default=None, help="default: the main job's")
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--val-images", type=int, default=None)
-    parser.add_argument("--methods", default="bignas,random,params,largest,logreg,cnn")
+    parser.add_argument("--methods", default="band,bignas,random,params,largest,logreg,cnn")
     return parser.parse_args()
 
 
@@ -226,7 +251,11 @@ def main() -> None:
     summary = summarise(rows)
     print(table(summary, ["method", "target", "seeds", "test_top1_mean", "test_top1_std", "val_top1_mean",
                           "flops_mean", "params_mean", "wall_s_mean"]))
-    print(f"wrote {write_json(f'end_to_end_{args.data}', {'args': vars(args), 'rows': rows, 'summary': summary})}")
+    pairs = [p for b in ("random search", "most #params", "raynas BN-NAS band")
+             if (p := paired(rows, "raynas default", b))]
+    print(table(pairs, ["method", "baseline", "pairs", "mean_points", "sd_points", "ahead", "tied"]))
+    payload = {"args": vars(args), "rows": rows, "summary": summary, "paired": pairs}
+    print(f"wrote {write_json(f'end_to_end_{args.data}', payload)}")
 
 
 if __name__ == "__main__":

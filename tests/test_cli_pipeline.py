@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from raynas.cli import main
-from raynas.protocol.targets import spread_shortlist
+from raynas.protocol.targets import budget_shortlist
 from raynas.space import load_space
 from raynas.supernet import load_child
 from raynas.train import Scaling, TrainConfig, train_supernet
@@ -109,8 +109,10 @@ def test_main_job_ranks_by_an_estimator(ray_local, tmp_path, capsys):
     searched = rows[(rows["evaluator"] == "estimate") & (rows["status"] == "ok")]
     assert searched["estimate"].notna().all() and searched["bn_score"].isna().all()
     summary = json.loads((out / "final.json").read_text())
-    shortlist = spread_shortlist(searched, [m["target"] for m in summary["models"]], "flops", 1, score="estimate")
+    shortlist = budget_shortlist(searched, [m["target"] for m in summary["models"]], "flops", 1, score="estimate")
     assert set(rows.loc[rows["evaluator"] == "short_train", "arch"]) == {a for k in shortlist.values() for a in k}
+    assert [t["candidates"] for t in summary["selection"]["targets"]] == list(shortlist.values())
+    assert summary["selection"]["ranked_by"] == "estimate+flops"
     assert json.loads((out / "run.json").read_text())["search"]["estimator"] == "naswot"
     assert summary["estimator"] == "naswot"
     assert len(list((out / "models").iterdir())) == 2

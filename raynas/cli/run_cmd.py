@@ -46,6 +46,8 @@ from raynas.protocol.main_job import (
     resolve_targets,
 )
 from raynas.protocol.plot import plot_main_job
+from raynas.protocol.retraining import RetrainRecipe
+from raynas.protocol.targets import SHORTLIST_RULES
 from raynas.ray_env import ensure_ray
 from raynas.results import ResultStore
 from raynas.results.report import RunDir, load_report, write_report
@@ -95,7 +97,11 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", default=None,
                         help="cost targets: a count (3 = budgets at cost quantiles) or budgets '2e4,5e4'; "
                              "default: the --constraint limit on the cost objective, else 3")
-    parser.add_argument("--per-target", type=int, default=3, help="shortlisted children per target (BN-NAS path)")
+    parser.add_argument("--per-target", type=int, default=RetrainRecipe.per_target,
+                        help="candidates per target, trained by successive halving (BN-NAS path)")
+    parser.add_argument("--shortlist", choices=list(SHORTLIST_RULES), default=RetrainRecipe.shortlist,
+                        help="budget: candidates anywhere under each target, ranked by score and cost fused; "
+                             "band: the best-scored of each cost band, as BN-NAS (BN-NAS path)")
     parser.add_argument("--short-epochs", type=int, default=None, help="max epochs of the ASHA shortlist stage")
     parser.add_argument("--final-epochs", type=int, default=None, help="epochs of the full training per target")
     parser.add_argument("--estimator", default=None, metavar="EXPR",
@@ -104,7 +110,9 @@ def add(parser: argparse.ArgumentParser) -> None:
                              "fuse:naswot*2+flops, vote:synflow+jacov+snip, ranker:FILE; default: the BN indicator "
                              "(bn_score)")
     add_search_options(parser)
-    parser.set_defaults(trials=1000, search_batch=200)
+    # the funnel's prescreen is a broad sample: a sampler that converges (nsga2) would crowd the
+    # cheap end of the front, and candidates must reach up to every budget
+    parser.set_defaults(trials=1000, search_batch=200, sampler="random")
     add_address(parser)
     add_max_failures(parser)
     add_input(parser)
@@ -143,6 +151,7 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
     checkpoint = load_checkpoint(trained.checkpoint)
     clock.lap("train supernet")
     pool = pool_config(args, args.seed, space)
+    funnel = None
     if args.mode == "full":
         logger.info(f"2/4 coarse-to-fine selection under {cost_name} budgets {[f'{b:,.0f}' for b in budgets]}")
         finetune = (recipe.final.replace(epochs=args.finetune_epochs, lr=FINETUNE_LR, bn_layout=config.bn_layout)
@@ -153,12 +162,13 @@ def run(args: argparse.Namespace, data: DataSplits | None = None) -> int:
         with_estimator = f" (estimator {search.estimator})" if search.estimator else ""
         logger.info(f"2/4 search {search.trials} children with {search.sampler} over {','.join(search.objectives)}"
                     f"{with_estimator}")
-        finals = bnnas_finals(checkpoint, data, run, pool, search, budgets, cheap, recipe)
+        finals, funnel = bnnas_finals(checkpoint, data, run, pool, search, budgets, cheap, recipe)
     clock.lap("select and train children")
     logger.info(f"3/4 test {len(finals)} final model(s) once each on {len(data.test)} held-out images, export")
     store = ResultStore(run.results, space)
     frame = deliver(space, data, finals, cost_name, run.root, store, cheap, config.bn_layout, clock.seconds,
-                    estimator=search.estimator if args.mode == "bn_only" else None)
+                    estimator=search.estimator if args.mode == "bn_only" else None,
+                    selection=funnel.to_dict() if funnel else None)
     if args.mode == "bn_only":
         record_stage(run.root, search.run_id, "test", [{"arch": r["arch"], "test_top1": r["test_top1"],
                                                          "val_top1": r["val_top1"]} for r in frame.to_dict("records")])
@@ -200,7 +210,8 @@ class StageClock:
 def _report(run: RunDir, store: ResultStore, cost_name: str, search_evaluator: str) -> Path:
     """The final table (test top-1 shown here, once), the plot, and the search stage's front."""
     summary = json.loads((run.root / SUMMARY_FILE).read_text())
-    plot = plot_main_job(store.to_pandas(), cost_name, summary["baselines"], run.report / "final.png")
+    plot = plot_main_job(store.to_pandas(), cost_name, summary["baselines"], run.report / "final.png",
+                         summary.get("selection"))
     write_report(load_report(run.root, evaluator=search_evaluator), run.report)
     _print_summary(pd.DataFrame(summary["models"]), cost_name, summary)
     return plot
@@ -226,7 +237,7 @@ def _recipe(args: argparse.Namespace, data):
                           f"{args.finetune_epochs}")
     short = recipe.short if args.short_epochs is None else recipe.short.replace(epochs=args.short_epochs)
     final = recipe.final if args.final_epochs is None else recipe.final.replace(epochs=args.final_epochs)
-    return replace(recipe, short=short, final=final, per_target=args.per_target)
+    return replace(recipe, short=short, final=final, per_target=args.per_target, shortlist=args.shortlist)
 
 
 def _print_summary(frame: pd.DataFrame, cost_name: str, summary: dict) -> None:

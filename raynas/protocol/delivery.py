@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,9 +25,11 @@ SUMMARY_FILE = "final.json"
 
 def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], cost_name: str, run_dir: Path,
             store: ResultStore, cheap: CheapObjectives, bn_layout: str,
-            stage_seconds: dict[str, float] | None = None, estimator: str | None = None) -> pd.DataFrame:
+            stage_seconds: dict[str, float] | None = None, estimator: str | None = None,
+            selection: dict[str, Any] | None = None) -> pd.DataFrame:
     """Measure every final model on the test split once, export it, record it; returns the table.
-    ``estimator``: the expression the search ranked children by (None: the BN indicator, or calibration)."""
+    ``estimator``: the expression the search ranked children by (None: the BN indicator, or calibration);
+    ``selection``: how the models were chosen (``Funnel.to_dict``), kept whole in ``final.json``."""
     test = TestSplit(data)
     info = DataInfo.of(data)
     rows, table = [], []
@@ -44,23 +47,26 @@ def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], 
                      "accuracy": accuracy, "split": TEST, "target": final.target, "eval_seconds": final.seconds,
                      "started_at": now, "finished_at": now, **cost})
         table.append({"target": final.target, "arch": final.arch, **cost, "val_top1": final.val_accuracy,
-                      "test_top1": accuracy, "train_s": final.seconds, "model": str(folder)})
+                      "test_top1": accuracy, "train_s": final.seconds, "how": final.how, "model": str(folder)})
     store.write_batch(rows)
     frame = pd.DataFrame(table)
     baseline = logistic_regression_baseline(data)
     summary = {"cost": cost_name, "estimator": estimator, "models": table, "baselines": [baseline] if baseline else [],
-               "test_reads": len(test.reads), "test_images": len(data.test), "stage_seconds": stage_seconds or {}}
+               "test_reads": len(test.reads), "test_images": len(data.test), "stage_seconds": stage_seconds or {},
+               "selection": selection}
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float))
     return frame
 
 
 def format_final_table(frame: pd.DataFrame, cost_name: str) -> str:
-    """The table a user reads at the end: one line per target, test top-1 shown once."""
+    """The table a user reads at the end: one line per target, test top-1 shown once, then how
+    each model was chosen."""
     header = f"{'target':>10} {cost_name:>10} {'params':>8} {'val top-1':>9} {'test top-1':>10} {'train s':>8}  arch"
     lines = [header]
     for row in frame.to_dict("records"):
         lines.append(f"{_short(row['target']):>10} {_short(row[cost_name]):>10} {_short(row['params']):>8} "
                      f"{row['val_top1']:>9.4f} {row['test_top1']:>10.4f} {row['train_s']:>8.1f}  {row['arch']}")
+    lines += [f"  {_short(row['target'])}: {row['how']}" for row in frame.to_dict("records") if row.get("how")]
     return "\n".join(lines)
 
 

@@ -1,10 +1,11 @@
 """The main job, ``raynas run``: from data to one shipped model per cost target, every stage on Ray.
 
-BN-NAS path (default):
-    BN-only supernet (Ray Train) -> search over BN score x cost on evaluator actors (Optuna; with
-    ``--estimator EXPR``, a training-free estimator's score of the same children x cost)
-    -> a shortlist spread over the cost range -> short from-scratch training (Ray Tune + ASHA)
-    -> full training of the best child per target (Ray Tune) -> test top-1 -> export
+BN-NAS path (default): a multi-fidelity funnel
+    BN-only supernet (Ray Train) -> prescreen: search over BN score x cost on evaluator actors
+    (Optuna; with ``--estimator EXPR``, a training-free estimator's score of the same children x
+    cost) -> candidates per target, anywhere under its budget (``budget_shortlist``) -> short
+    from-scratch training, successive halving per target (Ray Tune + ASHA) -> full training of
+    the survivor per target (Ray Tune) -> test top-1 -> export
 BigNAS path (``mode="full"``):
     fully trained supernet (Ray Train) -> coarse-to-fine selection, BN-calibrated children scored
     on validation -> calibrated children deployed without retraining -> test top-1 -> export
@@ -27,7 +28,8 @@ from raynas.logs import get_logger
 from raynas.estimate.calibration import calibrate_bn, calibration_subset
 from raynas.protocol.final import FinalModel
 from raynas.protocol.retraining import FINAL, SHORT, RetrainRecipe, final_stage, finetune_stage, short_stage
-from raynas.protocol.targets import check_targets, cost_quantile_targets, spread_shortlist
+from raynas.protocol.funnel import Funnel, asha_rungs
+from raynas.protocol.targets import SHORTLIST_RULES, check_targets, cost_quantile_targets
 from raynas.results import ResultStore
 from raynas.results.report import RunDir, write_run_metadata
 from raynas.search import EvaluatorPool, PoolConfig
@@ -86,9 +88,10 @@ def resolve_targets(spec: int | list[float], cheap: CheapObjectives, cost_name: 
 
 def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,
                  search_config: SearchConfig, budgets: list[float], cheap: CheapObjectives,
-                 recipe: RetrainRecipe) -> list[FinalModel]:
-    """Search by BN score (or the ``estimate`` of ``search_config.estimator``), then retrain a
-    shortlist per budget; returns the final models."""
+                 recipe: RetrainRecipe) -> tuple[list[FinalModel], Funnel]:
+    """Search by BN score (or the ``estimate`` of ``search_config.estimator``), then train
+    candidates per budget by successive halving and the survivor in full; returns the final
+    models and the record of how each was chosen."""
     space = checkpoint.space
     cost_name = cost_objective(search_config.objectives)
     quality = quality_objective(search_config.objectives)
@@ -98,20 +101,26 @@ def bnnas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, po
     store = ResultStore(run.results, space)
     table = store.to_pandas()
     scored = table[(table["evaluator"] == search_config.evaluator) & (table["status"] == "ok")]
-    shortlist = spread_shortlist(scored, budgets, cost_name, recipe.per_target, score=quality)
+    shortlist = SHORTLIST_RULES[recipe.shortlist](scored, budgets, cost_name, recipe.per_target, score=quality)
     empty = [t for t, archs in shortlist.items() if not archs]
     if empty:
         raise ConfigError(f"no searched child meets the {cost_name} target(s) {empty}; search more trials "
                           "or raise the targets")
     packed = pack_splits(data)
+    rungs = asha_rungs(recipe.early_stopping, recipe.short.epochs)
     logger.info(f"shortlist: {sum(map(len, shortlist.values()))} children over {len(budgets)} {cost_name} "
-        f"targets, trained {recipe.short.epochs} epochs at most (ASHA, grace {recipe.early_stopping.grace_epochs})")
+        f"targets ({recipe.shortlist} rule), trained {recipe.short.epochs} epochs at most (ASHA, rungs "
+        f"{'/'.join(map(str, rungs))}, 1 in {recipe.early_stopping.reduction_factor} goes on)")
     winners = short_stage(space, shortlist, packed, recipe, run.root, store, cheap)
     logger.info(f"full training of {len(set(winners.values()))} winner(s) for {recipe.final.epochs} epochs")
     retrained = final_stage(space, winners, packed, recipe, run.root, store, cheap)
     _record_in_study(run, search_config.run_id, store)
-    return [FinalModel(r.target, r.arch, r.val_accuracy, r.seconds, r.child, f"retrained {r.epochs} epochs")
-            for r in retrained]
+    table = store.to_pandas()
+    ranked_by = f"{quality}+{cost_name}" if recipe.shortlist == "budget" else quality
+    funnel = Funnel.of(recipe.shortlist, ranked_by, scored["arch"].nunique(), rungs, recipe.final.epochs, shortlist,
+                       table[table["evaluator"] == SHORT], winners)
+    return [FinalModel(r.target, r.arch, r.val_accuracy, r.seconds, r.child, funnel.how(r.target))
+            for r in retrained], funnel
 
 
 def bignas_finals(checkpoint: LoadedCheckpoint, data: DataSplits, run: RunDir, pool_config: PoolConfig,

@@ -1,4 +1,4 @@
-"""The main job's picture: the search's BN-score (or estimator) stage beside the retrained models' top-1."""
+"""The main job's picture: the funnel over the cost axis beside the retrained models' top-1."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import Any
 import pandas as pd
 
 
-def plot_main_job(rows: pd.DataFrame, cost_name: str, baselines: list[dict[str, Any]], path: Path) -> Path:
-    """Left: every searched child (cost vs BN score, or the estimator's score). Right: shortlist (val
-    top-1 after short training), final models (val and test top-1), and the baselines as horizontal lines."""
+def plot_main_job(rows: pd.DataFrame, cost_name: str, baselines: list[dict[str, Any]], path: Path,
+                  selection: dict[str, Any] | None = None) -> Path:
+    """Left: the funnel over the cost axis: every searched child (cost vs BN score, or the
+    estimator's score), the candidates by the last ASHA rung they reached, the survivors, and the
+    targets as vertical lines (from ``selection``, ``Funnel.to_dict``). Right: candidates (val top-1
+    after short training), final models (val and test top-1), and the baselines as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,12 +27,14 @@ def plot_main_job(rows: pd.DataFrame, cost_name: str, baselines: list[dict[str, 
             left.scatter(scored[cost_name], scored[column], s=6, alpha=0.4, label=f"searched ({label})")
             left.set_ylabel(label)
             break
+    if len(scored) and selection:
+        _draw_funnel(left, ok, scored, column, cost_name, selection)
     calibrated = ok[ok["evaluator"] == "calibrate"]
     if len(calibrated) and not len(scored):
         left.scatter(calibrated[cost_name], calibrated["accuracy"], s=10, alpha=0.5, label="calibrated (val)")
         left.set_ylabel("val top-1, calibrated supernet child")
     left.set_xlabel(cost_name)
-    left.set_title("search stage")
+    left.set_title("search and selection funnel" if selection else "search stage")
     left.legend(loc="lower right", fontsize=8)
     for stage, marker, label in (("short_train", "o", "short training (val)"),
                                  ("final_train", "s", "full training (val)"), ("test", "*", "final model (test)")):
@@ -50,3 +55,19 @@ def plot_main_job(rows: pd.DataFrame, cost_name: str, baselines: list[dict[str, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw_funnel(axes, ok: pd.DataFrame, scored: pd.DataFrame, column: str, cost_name: str,
+                 selection: dict[str, Any]) -> None:
+    """Candidates by the epochs they trained (the last ASHA rung they reached), survivors ringed,
+    budgets as dotted lines."""
+    position = scored.drop_duplicates("arch").set_index("arch")[[cost_name, column]]
+    short = ok[(ok["evaluator"] == "short_train") & ok["arch"].isin(position.index)]
+    for target in selection["targets"]:
+        axes.axvline(target["target"], linestyle=":", color="grey", linewidth=1)
+    for i, (epochs, part) in enumerate(short.groupby("epochs")):
+        axes.scatter(position.loc[part["arch"], cost_name], position.loc[part["arch"], column], s=18 + 12 * i,
+                     zorder=3, label=f"candidates, trained {int(epochs)} epochs")
+    winners = [t["winner"] for t in selection["targets"] if t["winner"] in position.index]
+    axes.scatter(position.loc[winners, cost_name], position.loc[winners, column], s=140, facecolors="none",
+                 edgecolors="black", linewidths=1.5, zorder=4, label=f"retrained {selection['final_epochs']} epochs")

@@ -17,6 +17,7 @@ from torch import nn
 from raynas.errors import ConfigError, TrainingError
 from raynas.model_record import ModelRecord
 from raynas.protocol.final import FinalModel
+from raynas.protocol.targets import SHORTLIST_RULES
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
 from raynas.search.costs import CheapObjectives
@@ -29,11 +30,16 @@ SHORT, FINAL, FINETUNE = "short_train", "final_train", "finetune"
 
 @dataclass(frozen=True)
 class RetrainRecipe:
-    """How shortlisted children are trained: a short ASHA stage, then the winners in full."""
+    """How shortlisted children are trained: a short ASHA stage, then the winners in full.
+
+    ``shortlist`` names the rule of ``raynas.protocol.targets.SHORTLIST_RULES`` that draws
+    ``per_target`` candidates per budget from the searched children.
+    """
 
     short: TrainConfig = field(default_factory=lambda: TrainConfig(mode="full", epochs=6, lr=0.1, weight_decay=5e-4))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(mode="full", epochs=30, lr=0.1, weight_decay=5e-4))
-    per_target: int = 3
+    per_target: int = 9
+    shortlist: str = "budget"
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -41,6 +47,8 @@ class RetrainRecipe:
     def __post_init__(self) -> None:
         if self.per_target < 1:
             raise ConfigError(f"shortlist size per target must be >= 1, got {self.per_target}")
+        if self.shortlist not in SHORTLIST_RULES:
+            raise ConfigError(f"unknown shortlist rule {self.shortlist!r}; valid: {', '.join(SHORTLIST_RULES)}")
 
 
 @dataclass

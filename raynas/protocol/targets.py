@@ -1,7 +1,14 @@
-"""Cost budgets spread over a space's cost range, and a shortlist spread over those budgets.
+"""Cost budgets spread over a space's cost range, and a shortlist of candidates per budget.
 
 BigNAS reports one model per budget (S/M/L/XL); both main-job protocols produce one trained
-model per target, so both take their budgets from here.
+model per target, so both take their budgets from here. Two shortlist rules:
+
+- ``budget`` (the main job's default): candidates anywhere under a budget, ranked by the
+  log-rank fusion of the search's score and the cost, so they reach up to the budget;
+- ``band`` (BN-NAS as published): the best-scored children of the band between the previous
+  budget and this one. On ``tiny`` the BN indicator prefers the narrowest children, so this
+  shortlist sat at the cheap end of each band and lost to random search (benchmarks/RESULTS.md,
+  "End to end").
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raynas.errors import ConfigError
+from raynas.estimate.training_free.fusion import LogRankFusion
 from raynas.search.costs import CheapObjectives
 from raynas.search.objectives import CHEAP
 
@@ -73,6 +81,36 @@ def spread_shortlist(rows: pd.DataFrame, targets: Sequence[float], cost_name: st
         shortlist[target] = chosen
         lower = target
     return shortlist
+
+
+def budget_shortlist(rows: pd.DataFrame, targets: Sequence[float], cost_name: str, per_target: int,
+                     score: str = "bn_score") -> dict[float, list[str]]:
+    """For each budget, the ``per_target`` children under it that best combine score and cost.
+
+    A child may use any cost up to its budget. Among the children that fit, the rank by
+    ``score`` and the rank by cost are fused as AZ-NAS fuses estimators (a sum of log-ranks), so
+    a candidate must be well scored *and* use its budget: on small data from-scratch accuracy
+    grows with size, which a score of narrow children alone does not see. Each architecture
+    appears at most once over all targets (the smallest budget picks first).
+    """
+    if per_target < 1:
+        raise ConfigError(f"shortlist size per target must be >= 1, got {per_target}")
+    unique = rows.dropna(subset=[score, cost_name]).drop_duplicates("arch")
+    taken: set[str] = set()
+    shortlist: dict[float, list[str]] = {}
+    for target in sorted(targets):
+        fits = unique[(unique[cost_name] <= target) & ~unique["arch"].isin(taken)]
+        columns = {score: fits[score].to_numpy(float), cost_name: fits[cost_name].to_numpy(float)}
+        fused = LogRankFusion({score: 1.0, cost_name: 1.0}).fit(columns).score(columns) if len(fits) else []
+        order = np.argsort(-np.asarray(fused), kind="stable")[:per_target]
+        chosen = [str(a) for a in fits["arch"].to_numpy()[order]]
+        taken.update(chosen)
+        shortlist[target] = chosen
+    return shortlist
+
+
+SHORTLIST_RULES = {"budget": budget_shortlist, "band": spread_shortlist}
+"""``raynas run --shortlist``: how candidates are drawn from the searched children per budget."""
 
 
 def _check_cost_name(cost_name: str) -> None:

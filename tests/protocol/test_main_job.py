@@ -51,6 +51,23 @@ def test_no_architecture_is_scored_twice(finished_run):
     assert short["arch"].is_unique and len(short) == 4
 
 
+def test_final_json_records_the_whole_funnel(finished_run):
+    summary = json.loads((finished_run / "final.json").read_text())
+    selection = summary["selection"]
+    rows = pd.read_parquet(finished_run / "results")
+    searched = rows[(rows["evaluator"] == "bn_score") & (rows["status"] == "ok")]
+    short = rows[rows["evaluator"] == "short_train"].set_index("arch")
+    assert selection["rule"] == "budget" and selection["ranked_by"] == "bn_score+flops"
+    assert selection["prescreened"] == searched["arch"].nunique() and selection["rungs"] == [2]
+    assert [t["target"] for t in selection["targets"]] == [m["target"] for m in summary["models"]]
+    for target, model in zip(selection["targets"], summary["models"]):
+        assert len(target["candidates"]) == 2 and target["winner"] == model["arch"] in target["candidates"]
+        assert (short.loc[target["candidates"], "flops"] <= target["target"]).all()  # any cost under its budget
+        assert target["reached"] == {"2": 2}
+        assert model["how"].startswith(f"2 of {selection['prescreened']} searched, under the budget by bn_score+flops")
+    assert (finished_run / "report" / "final.png").stat().st_size > 0
+
+
 def test_workers_and_actors_never_receive_test_images():
     data = load_data("synthetic", seed=0)
     test = {bytes(img.numpy()) for img in data.test.images}
