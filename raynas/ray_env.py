@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import ray
 
 from raynas.errors import ConfigError
+from raynas.interrupts import raise_on_sigterm
 from raynas.logs import get_logger
 
 logger = get_logger(__name__)
@@ -112,6 +113,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
     else:
         check_address(address)
     ray.init(address=address, **kwargs)
+    raise_on_sigterm()  # ray.init's handler would sys.exit from anywhere
 
 
 def listen_on_loopback() -> None:

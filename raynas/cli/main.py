@@ -32,6 +32,7 @@ from raynas.cli import (
 from raynas.cli.config_file import add_config_option, parse_with_config
 from raynas.cli.writer_lock import writer_lock
 from raynas.errors import RaynasError
+from raynas.interrupts import Terminated, exit_code, raise_on_sigterm
 from raynas.logs import set_verbosity
 from raynas.ray_env import check_address, set_connect_timeout, set_ray_log_level
 
@@ -120,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RaynasError as err:  # a bad --config file: one line, like a bad flag
         parser.exit(2, f"raynas: error: {err}\n")
     configure_output(args)
+    raise_on_sigterm()
     try:
         if hasattr(args, "connect_timeout"):  # a command that can join a cluster: fail fast where none answers
             set_connect_timeout(args.connect_timeout)
@@ -129,3 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RaynasError as err:
         print(f"raynas {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"raynas {args.command}: {_stopped(interrupt, args)}", file=sys.stderr)
+        return exit_code(interrupt)
+
+
+def _stopped(interrupt: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """The one line an interrupted command ends with: what stopped it, and how to go on."""
+    cause = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted (Ctrl-C)"
+    out = getattr(args, "out", None)
+    if out is None:
+        return f"{cause}; nothing was written"
+    return f"{cause}; what finished is kept in {out}: run the same command again to resume"

@@ -241,7 +241,7 @@ def _recipe(args: argparse.Namespace, data):
 
 
 def _print_summary(frame: pd.DataFrame, cost_name: str, summary: dict) -> None:
-    print(format_final_table(frame, cost_name))
+    print(format_final_table(frame, cost_name, summary.get("test_reads")))
     for baseline in summary["baselines"]:
         print(f"  baseline {baseline['model']}, same split: {baseline['test_accuracy']:.4f}")
 

@@ -6,8 +6,10 @@ train, calibration and validation splits (``pack_splits``, ``pack_eval_data``), 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from raynas.data import DataSplits, ImageSet, to_model_input
+from raynas.atomic import write_atomic
 from raynas.errors import ConfigError
 
 EVAL_BATCH = 512
@@ -34,17 +37,52 @@ class FinalModel:
 
 @dataclass
 class TestSplit:
-    """The test images, handed out once per final model and counted, so a report can prove it."""
+    """The test images, handed out once per final model and counted, so a report can prove it.
+
+    With a ``ledger`` (a JSON file in the run folder) the count survives crashes: a read is
+    recorded before it happens and its accuracy after, and a model whose accuracy is recorded
+    is never measured again. So ``reads`` counts every read over all attempts of a run, and a
+    crash cannot be used to draw the test figure twice unnoticed.
+    """
+
+    __test__ = False  # a name pytest would otherwise try to collect
 
     data: DataSplits
+    ledger: Path | None = None
     reads: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._this_attempt: set[str] = set()
+        if self.ledger is not None and self.ledger.is_file():
+            try:
+                self._entries = json.loads(self.ledger.read_text())["reads"]
+            except (ValueError, KeyError, TypeError) as error:
+                raise ConfigError(f"{self.ledger} is not a test-read ledger raynas wrote ({error}); it counts "
+                                  "the reads of the test split, so it is not replaced: move it away to go on") from None
+        self.reads = [e["model"] for e in self._entries]
+
     def top1(self, child: nn.Module, arch_key: str, resolution: int) -> float:
-        """Top-1 of ``child`` on the test split; a second read for the same model is refused."""
-        if arch_key in self.reads:
+        """Top-1 of ``child`` on the test split. A second request for one model in one attempt is
+        refused; a model an earlier attempt measured gets its recorded figure, with no new read."""
+        if arch_key in self._this_attempt:
             raise ConfigError(f"the test split was already read for {arch_key}: it is used once per final model")
+        self._this_attempt.add(arch_key)
+        recorded = [e for e in self._entries if e["model"] == arch_key]
+        if recorded and recorded[-1]["accuracy"] is not None:
+            return float(recorded[-1]["accuracy"])
+        entry: dict[str, Any] = {"model": arch_key, "accuracy": None}
+        self._entries.append(entry)
         self.reads.append(arch_key)
-        return top1(child, self.data.test, self.data.mean, self.data.std, resolution)
+        self._save()
+        entry["accuracy"] = top1(child, self.data.test, self.data.mean, self.data.std, resolution)
+        self._save()
+        return float(entry["accuracy"])
+
+    def _save(self) -> None:
+        if self.ledger is not None:
+            text = json.dumps({"reads": self._entries}, indent=1)
+            write_atomic(self.ledger, lambda tmp: tmp.write_text(text))
 
 
 def top1(child: nn.Module, images: ImageSet, mean, std, resolution: int) -> float:

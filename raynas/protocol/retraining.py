@@ -5,8 +5,10 @@ whose accuracy is on the validation split.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from raynas.atomic import write_atomic
 from raynas.errors import ConfigError, TrainingError
 from raynas.model_record import ModelRecord
 from raynas.protocol.final import FinalModel
@@ -26,6 +29,8 @@ from raynas.train.config import TrainConfig
 from raynas.train.data_feed import packed_model
 
 SHORT, FINAL, FINETUNE = "short_train", "final_train", "finetune"
+FINAL_WEIGHTS = "final"
+"""Run-folder subfolder of the fully trained winners' weights, kept so a rerun never retrains one."""
 
 
 @dataclass(frozen=True)
@@ -89,19 +94,46 @@ def short_stage(space: SearchSpace, shortlist: dict[float, list[str]], packed: d
 def final_stage(space: SearchSpace, winners: dict[float, str], packed: dict[str, Any], recipe: RetrainRecipe,
                 run_dir: Path, store: ResultStore, cheap: CheapObjectives) -> list[Retrained]:
     """Train each winner from scratch for ``recipe.final.epochs`` epochs (once, even when it wins
-    several targets) and load its weights back into a plain child module."""
+    several targets) and load its weights back into a plain child module.
+
+    A trained winner's weights are kept in ``run_dir/final/`` before its row is written, so a
+    rerun after a crash loads them instead of training it again.
+    """
     unique = sorted(set(winners.values()))
     model = packed_model(space, packed, recipe.final.bn_layout)
-    trained = {t.arch: t for t in train_on_tune(model, unique, packed, recipe.final, run_dir / "tune", FINAL,
+    kept = _kept_finals(run_dir, store, unique)
+    todo = [a for a in unique if a not in kept]
+    trained = {t.arch: t for t in train_on_tune(model, todo, packed, recipe.final, run_dir / "tune", FINAL,
                                                 keep_weights=True, cpus_per_trial=recipe.cpus_per_trial,
                                                 gpus_per_trial=recipe.gpus_per_trial)}
-    out = []
-    for target, arch in sorted(winners.items()):
-        result = trained[arch]
-        out.append(Retrained(target, arch, result.val_accuracy, result.epochs, result.seconds,
-                             _trained_child(model, result)))
-    _write(store, FINAL, None, [trained[a] for a in unique], cheap, space, offset=len(_stored(store, FINAL)))
-    return out
+    for arch, result in trained.items():
+        kept[arch] = replace(result, weights=_keep_final(run_dir, arch, result.weights))
+    _write(store, FINAL, None, [trained[a] for a in todo], cheap, space, offset=len(_stored(store, FINAL)))
+    return [Retrained(target, arch, kept[arch].val_accuracy, kept[arch].epochs, kept[arch].seconds,
+                      _trained_child(model, kept[arch])) for target, arch in sorted(winners.items())]
+
+
+def _final_weights(run_dir: Path, arch: str) -> Path:
+    return run_dir / FINAL_WEIGHTS / f"{hashlib.sha256(arch.encode()).hexdigest()[:16]}.pt"
+
+
+def _keep_final(run_dir: Path, arch: str, weights: Path | None) -> Path:
+    if weights is None:
+        raise TrainingError(f"the Tune trial of {arch} must keep its weights, got none")
+    path = _final_weights(run_dir, arch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, lambda tmp: shutil.copyfile(weights, tmp))
+
+
+def _kept_finals(run_dir: Path, store: ResultStore, archs: list[str]) -> dict[str, TrainedChild]:
+    """Winners a previous attempt trained in full: a ``final_train`` row and kept weights."""
+    table = store.to_pandas()
+    if not len(table):
+        return {}
+    rows = table[(table["evaluator"] == FINAL) & table["arch"].isin(archs)].drop_duplicates("arch")
+    return {r["arch"]: TrainedChild(r["arch"], float(r["accuracy"]), int(r["epochs"]), float(r["eval_seconds"]),
+                                    _final_weights(run_dir, r["arch"]))
+            for r in rows.to_dict("records") if _final_weights(run_dir, r["arch"]).is_file()}
 
 
 def finetune_stage(space: SearchSpace, finals: list[FinalModel], packed: dict[str, Any], config: TrainConfig,

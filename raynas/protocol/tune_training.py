@@ -108,9 +108,12 @@ def child_trial(trial: dict[str, Any], packed: dict[str, Any], model: ModelRecor
 
 
 def quiet_tune() -> None:
-    """Keep Tune's experiment banners and checkpoint-sync warnings off the user's terminal: the
-    main job prints one line per stage, and Tune's own files keep everything."""
+    """Keep Tune's experiment banners and checkpoint-sync warnings off the user's terminal (the
+    main job prints one line per stage, and Tune's own files keep everything), and Ctrl-C raising."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own Ctrl-C handler ends the experiment and returns as if it had finished; raynas
+    # lets the interrupt through instead, so the command stops with its one line and exit 130
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
