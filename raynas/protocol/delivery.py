@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -28,7 +27,7 @@ TEST_LEDGER = "test_reads.json"
 def deliver(space: SearchSpace, data: DataSplits, finals: Sequence[FinalModel], cost_name: str, run_dir: Path,
             store: ResultStore, cheap: CheapObjectives, bn_layout: str,
             stage_seconds: dict[str, float] | None = None, estimator: str | None = None,
-            selection: dict[str, Any] | None = None) -> pd.DataFrame:
+            selection: Mapping[str, object] | None = None) -> pd.DataFrame:
     """Measure every final model on the test split once, export it, record it; returns the table.
     ``estimator``: the expression the search ranked children by (None: the BN indicator, or calibration);
     ``selection``: how the models were chosen (``Funnel.to_dict``), kept whole in ``final.json``."""

@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -31,8 +31,15 @@ class FinalModel:
     arch: str
     val_accuracy: float
     seconds: float
-    child: Any  # nn.Module
+    child: nn.Module
     how: str  # "retrained N epochs" or "calibrated from the supernet"
+
+
+class LedgerEntry(TypedDict):
+    """One read of the test split: which model, and its top-1 once the read finished."""
+
+    model: str
+    accuracy: float | None
 
 
 @dataclass
@@ -52,7 +59,7 @@ class TestSplit:
     reads: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._entries: list[dict[str, Any]] = []
+        self._entries: list[LedgerEntry] = []
         self._this_attempt: set[str] = set()
         if self.ledger is not None and self.ledger.is_file():
             try:
@@ -68,16 +75,17 @@ class TestSplit:
         if arch_key in self._this_attempt:
             raise ConfigError(f"the test split was already read for {arch_key}: it is used once per final model")
         self._this_attempt.add(arch_key)
-        recorded = [e for e in self._entries if e["model"] == arch_key]
-        if recorded and recorded[-1]["accuracy"] is not None:
-            return float(recorded[-1]["accuracy"])
-        entry: dict[str, Any] = {"model": arch_key, "accuracy": None}
+        recorded = [e["accuracy"] for e in self._entries if e["model"] == arch_key]
+        if recorded and recorded[-1] is not None:
+            return recorded[-1]
+        entry: LedgerEntry = {"model": arch_key, "accuracy": None}
         self._entries.append(entry)
         self.reads.append(arch_key)
         self._save()
-        entry["accuracy"] = top1(child, self.data.test, self.data.mean, self.data.std, resolution)
+        accuracy = top1(child, self.data.test, self.data.mean, self.data.std, resolution)
+        entry["accuracy"] = accuracy
         self._save()
-        return float(entry["accuracy"])
+        return accuracy
 
     def _save(self) -> None:
         if self.ledger is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import pandas as pd
 
@@ -63,8 +62,8 @@ class Funnel:
         return (f"{len(funnel.candidates)} of {self.prescreened} searched, {where} by {self.ranked_by}; "
                 f"ASHA {counts} at {'/'.join(map(str, self.rungs))} epochs; retrained {self.final_epochs} epochs")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         record = asdict(self)
-        for target in record["targets"]:
-            target["reached"] = {str(k): v for k, v in target["reached"].items()}  # JSON keys are strings
+        record["targets"] = [{**t, "reached": {str(k): v for k, v in t["reached"].items()}}  # JSON keys are strings
+                             for t in record["targets"]]
         return record

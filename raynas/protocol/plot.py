@@ -65,9 +65,10 @@ def _draw_funnel(axes, ok: pd.DataFrame, scored: pd.DataFrame, column: str, cost
     short = ok[(ok["evaluator"] == "short_train") & ok["arch"].isin(position.index)]
     for target in selection["targets"]:
         axes.axvline(target["target"], linestyle=":", color="grey", linewidth=1)
-    for i, (epochs, part) in enumerate(short.groupby("epochs")):
-        axes.scatter(position.loc[part["arch"], cost_name], position.loc[part["arch"], column], s=18 + 12 * i,
-                     zorder=3, label=f"candidates, trained {int(epochs)} epochs")
+    for i, epochs in enumerate(sorted(short["epochs"].astype(int).unique())):
+        archs = short.loc[short["epochs"] == epochs, "arch"]
+        axes.scatter(position.loc[archs, cost_name], position.loc[archs, column], s=18 + 12 * i,
+                     zorder=3, label=f"candidates, trained {epochs} epochs")
     winners = [t["winner"] for t in selection["targets"] if t["winner"] in position.index]
     axes.scatter(position.loc[winners, cost_name], position.loc[winners, column], s=140, facecolors="none",
                  edgecolors="black", linewidths=1.5, zorder=4, label=f"retrained {selection['final_epochs']} epochs")

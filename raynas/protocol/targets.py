@@ -101,8 +101,8 @@ def budget_shortlist(rows: pd.DataFrame, targets: Sequence[float], cost_name: st
     for target in sorted(targets):
         fits = unique[(unique[cost_name] <= target) & ~unique["arch"].isin(taken)]
         columns = {score: fits[score].to_numpy(float), cost_name: fits[cost_name].to_numpy(float)}
-        fused = LogRankFusion({score: 1.0, cost_name: 1.0}).fit(columns).score(columns) if len(fits) else []
-        order = np.argsort(-np.asarray(fused), kind="stable")[:per_target]
+        fused = LogRankFusion({score: 1.0, cost_name: 1.0}).fit(columns).score(columns) if len(fits) else np.zeros(0)
+        order = np.argsort(-fused, kind="stable")[:per_target]
         chosen = [str(a) for a in fits["arch"].to_numpy()[order]]
         taken.update(chosen)
         shortlist[target] = chosen

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,11 +50,11 @@ class GroupedASHA(FIFOScheduler):
     instead of one per target keeps every CPU busy and pays Tune's start-up once.
     """
 
-    def __init__(self, group_of: dict[str, Any], metric: str, mode: str, max_t: int,
+    def __init__(self, group_of: Mapping[str, Hashable], metric: str, mode: str, max_t: int,
                  early_stopping: EarlyStopping) -> None:
         super().__init__()
         self._group_of = group_of
-        self._schedulers: dict[Any, ASHAScheduler] = {}
+        self._schedulers: dict[Hashable, ASHAScheduler] = {}
         self._new_scheduler = partial(ASHAScheduler, time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
                                       grace_period=early_stopping.grace_epochs,
                                       reduction_factor=early_stopping.reduction_factor)
@@ -120,7 +120,7 @@ def quiet_tune() -> None:
 def train_on_tune(model: ModelRecord, archs: Sequence[str], packed: dict[str, Any], config: TrainConfig,
                   storage: Path, name: str, early_stopping: EarlyStopping | None = None,
                   keep_weights: bool = False, cpus_per_trial: float = 1.0,
-                  gpus_per_trial: float = 0.0, groups: dict[str, Any] | None = None,
+                  gpus_per_trial: float = 0.0, groups: Mapping[str, Hashable] | None = None,
                   init_states: dict[str, dict[str, Any]] | None = None) -> list[TrainedChild]:
     """Train each of ``archs`` (children of the supernet ``model`` describes) for up to
     ``config.epochs`` epochs; one Tune trial per child.
