@@ -9,8 +9,9 @@ driver that only plans can read it; ``build`` imports the torch builder only whe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from raynas.errors import ConfigError
@@ -34,6 +35,12 @@ class DataInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "mean": list(self.mean), "std": list(self.std)}
+
+    def named_not_located(self) -> DataInfo:
+        """This description with the dataset's folder named, not located (``imagefolder:/home/u/cifar``
+        -> ``imagefolder:cifar``): what a shipped model records, so that it carries no host path."""
+        kind, sep, root = self.spec.partition(":")
+        return replace(self, spec=f"{kind}:{PurePath(root).name}") if sep and root else self
 
     @classmethod
     def of(cls, data: Any) -> DataInfo:

@@ -100,6 +100,16 @@ def test_load_shipped_takes_images_in_0_1_and_keeps_the_record(net, shipped):
         module(torch.zeros(2, 3, 8, 8))
 
 
+def test_a_shipped_folder_names_its_data_but_carries_no_host_path(net, space, tmp_path):
+    arch = space.sample(6)
+    located = DataInfo(f"imagefolder:{tmp_path}/private/cifar-jpeg", 10, 1, 8, DIGITS.mean, DIGITS.std)
+    out = ship_child(net.export(arch), space, arch, tmp_path / "child", located, "private", {"accuracy": 0.5})
+    assert read_child_record(out).model.data.spec == "imagefolder:cifar-jpeg"
+    for file in out.iterdir():  # arch.json, metrics.json, weights, and the programs that embed arch.json
+        assert str(tmp_path).encode() not in file.read_bytes(), f"{file.name} carries a path of this host"
+    assert load_child(out)[1] == arch
+
+
 def retrain_checkpoint(run_dir, net, space, arch, epochs=2):
     """What `raynas retrain` leaves: FixedChild weights (keys prefixed `child.`) and meta with fixed_arch."""
     model = FixedChild(net.export(arch))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -213,11 +213,14 @@ def save_child(
 def write_child(out_dir: str | os.PathLike[str], child: nn.Module, record: ChildRecord) -> Path:
     """Write ``child`` (any device or mode; not modified) as a child folder described by ``record``.
 
-    The child must load into ``record``'s architecture, so every folder written loads again.
+    The child must load into ``record``'s architecture, so every folder written loads again. The
+    data is recorded by name, not by its folder on this host.
     Each file goes to a temporary name and is moved into place; an existing ``arch.json`` is
     removed first and the new one written last, so no crash leaves a record pointing to
     missing or mismatched files.
     """
+    if record.model is not None:  # the folder travels: it names its data, never a path on this host
+        record = replace(record, model=replace(record.model, data=record.model.data.named_not_located()))
     metrics_text = _json_text(record.metrics, "metrics")
     record_text = _json_text(record.to_dict(), "record")
     reference = _skeleton(record)
