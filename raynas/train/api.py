@@ -108,6 +108,7 @@ def _fit(space, data, config, scaling, out_dir, name, address, max_failures, fau
         "run_dir": str(storage / name),
     }
     previous = _check_resume(storage / name, loop_config, config)
+    loop_config["resume_from"] = str(previous) if previous is not None else None
     if previous is not None and int(read_meta(previous)["epoch"]) >= config.epochs:
         if config.log_every_epoch:
             logger.info(f"run {name} already finished its {config.epochs} epochs: {previous}")

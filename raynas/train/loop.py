@@ -100,7 +100,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     trainable = configure_trainable(model, config)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)
-    start_epoch, step, history = _resume(model, optimizer, scheduler, loop_config.get("local_dir"))
+    start_epoch, step, history = _resume(model, optimizer, scheduler, loop_config)
     if rank == 0:
         _append_line(Path(loop_config["run_dir"]) / STARTS_FILE, {"from_epoch": start_epoch})
     counter = AllreduceCounter()
@@ -148,17 +148,26 @@ def run_epoch(
 
 
 def _resume(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, local_dir: str | None
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loop_config: dict[str, Any]
 ) -> tuple[int, int, list[dict[str, Any]]]:
-    """Continue from Ray's latest checkpoint (or, in local mode, the run folder's latest)."""
+    """Continue from the newest complete checkpoint: Ray's latest, or the run folder's newest.
+
+    After an interrupt, Ray Train's snapshot can lag behind the folder (it knew epoch 1 while
+    epochs 2 and 3 were on disk); resuming from it would train finished epochs again into
+    duplicate folders. So the driver's pick of the folder (``resume_from``, shared storage) and,
+    in local mode, the folder as it is now, count too; the highest epoch wins.
+    """
+    states = []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = read_state(folder)
-    elif local_dir and (latest := latest_checkpoint(Path(local_dir))) is not None:
-        state = read_state(latest)
-    else:
+            states.append(read_state(folder))
+    local_dir = loop_config.get("local_dir")
+    on_disk = [loop_config.get("resume_from"), local_dir and latest_checkpoint(Path(local_dir))]
+    states += [read_state(Path(path)) for path in on_disk if path]
+    if not states:
         return 0, 0, []
+    state = max(states, key=lambda s: s["epoch"])
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

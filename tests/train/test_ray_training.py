@@ -6,7 +6,7 @@ import torch
 from raynas.errors import ConfigError, TrainingError
 from raynas.space import load_space
 from raynas.train import Scaling, TrainConfig, load_checkpoint, train_supernet
-from raynas.train.checkpoint import read_state
+from raynas.train.checkpoint import read_meta, read_state
 
 CONFIG = TrainConfig(epochs=2, batch_size=64, lr=0.5, train_images=512, log_every_epoch=False)
 
@@ -38,6 +38,18 @@ def test_resumed_run_ends_with_the_same_weights(ray_local, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_starts_from_the_newest_checkpoint_on_disk_when_ray_knows_an_older_one(ray_local, tmp_path):
+    space, config = load_space("tiny"), CONFIG.replace(epochs=3)
+    with pytest.raises(TrainingError, match="injected failure after epoch 2"):
+        train_supernet(space, "digits", config, Scaling(num_workers=1), out_dir=tmp_path, name="lagging",
+                       fault={"kind": "raise", "after_epoch": 2, "marker": str(tmp_path / "marker")})
+    (tmp_path / "lagging" / "checkpoint_manager_snapshot.json").unlink()  # Ray's record lags: it knows none
+    resumed = train_supernet(space, "digits", config, Scaling(num_workers=1), out_dir=tmp_path, name="lagging")
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3]
+    epochs = sorted(read_meta(p.parent)["epoch"] for p in (tmp_path / "lagging").glob("checkpoint_*/meta.json"))
+    assert epochs == [1, 2, 3]  # epochs 1 and 2 were not trained again into duplicate folders
 
 
 def test_nan_loss_stops_with_step_and_child_and_keeps_last_checkpoint(ray_local, tmp_path):
