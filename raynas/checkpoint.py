@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from raynas.errors import ConfigError
+from raynas.safe_load import load_tensors
 from raynas.model_record import DataInfo, ModelRecord
 from raynas.space import SearchSpace, space_from_dict
 from raynas.supernet import Supernet
@@ -77,30 +76,10 @@ def read_state(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     file = Path(path) / STATE_FILE
     if not file.is_file():
         raise ConfigError(f"{file} is missing: the checkpoint is incomplete")
-    try:
-        state = torch.load(file, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        code = re.search(r"GLOBAL (\S+)", str(err))
-        if code:
-            raise ConfigError(
-                f"{file} was refused: it asks to load {code.group(1)}, but a raynas checkpoint holds only tensors "
-                f"and plain values; it was not written by raynas or was tampered with, so do not use it"
-            ) from None
-        raise ConfigError(f"{file} is not a readable checkpoint (truncated or corrupt): {_reason(err)}") from None
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise ConfigError(f"{file} is not a readable checkpoint (truncated or corrupt): {_reason(err)}") from None
-    except OSError as err:
-        raise ConfigError(f"{file} cannot be read: {err}") from None
+    state = load_tensors(file, "checkpoint", device)
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(f"{file} is not a raynas checkpoint: it holds no model state")
     return state
-
-
-def _reason(err: BaseException) -> str:
-    """The informative line of a loader error (torch wraps it in paragraphs of advice)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    specific = [line for line in lines if line.startswith(("Unsupported", "PytorchStreamReader"))]
-    return (specific or lines or ["the file ends early" if isinstance(err, EOFError) else type(err).__name__])[0][:200]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -110,6 +110,26 @@ def test_a_shipped_folder_names_its_data_but_carries_no_host_path(net, space, tm
     assert load_child(out)[1] == arch
 
 
+def test_child_weights_that_would_run_code_are_refused_in_one_line(shipped, tmp_path):
+    from tests.train.test_checkpoint_safety import Payload
+
+    folder, _ = shipped
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for file in folder.iterdir():
+        (tampered / file.name).write_bytes(file.read_bytes())
+    marker = tmp_path / "ran"
+    torch.save({"stem.conv.weight": Payload(marker)}, tampered / "weights.pt")
+    with pytest.raises(ConfigError) as refused:
+        load_child(tampered)
+    message = str(refused.value)
+    assert "weights.pt was refused: it asks to load io.open" in message and len(message.splitlines()) == 1
+    assert "weights_only=False" not in message and not marker.exists()  # nothing ran, no dangerous advice
+    (tampered / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match=r"weights.pt is not a readable child's weights file \(truncated or corrupt\)"):
+        load_child(tampered)
+
+
 def retrain_checkpoint(run_dir, net, space, arch, epochs=2):
     """What `raynas retrain` leaves: FixedChild weights (keys prefixed `child.`) and meta with fixed_arch."""
     model = FixedChild(net.export(arch))

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
 from raynas.atomic import write_atomic
 from raynas.errors import ConfigError, TrainingError
 from raynas.model_record import ModelRecord
 from raynas.protocol.final import FinalModel
+from raynas.safe_load import load_tensors
 from raynas.protocol.targets import SHORTLIST_RULES
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
@@ -158,7 +158,7 @@ def _trained_child(model: ModelRecord, result: TrainedChild) -> nn.Module:
     if result.weights is None:
         raise TrainingError(f"the Tune trial of {result.arch} must keep its weights, got none")
     child = model.build().export(model.space.arch(result.arch))
-    child.load_state_dict(torch.load(result.weights, weights_only=True))
+    child.load_state_dict(load_tensors(result.weights, "child's weights file"))
     return child.eval()
 
 
