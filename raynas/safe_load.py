@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from raynas.errors import ConfigError
 
 
-def load_tensors(file: str | os.PathLike[str], what: str, device: str | torch.device = "cpu") -> Any:
+def load_tensors(file: str | os.PathLike[str], what: str, device: str | torch.device = "cpu") -> object:
     """The contents of ``file``; ``what`` names it in errors ("checkpoint", "child's weights file")."""
     file = Path(file)
     try:
@@ -36,6 +35,14 @@ def load_tensors(file: str | os.PathLike[str], what: str, device: str | torch.de
         raise ConfigError(f"{file} is not a readable {what} (truncated or corrupt): {_reason(err)}") from None
     except OSError as err:
         raise ConfigError(f"{file} cannot be read: {err}") from None
+
+
+def load_weights(file: str | os.PathLike[str], what: str) -> Mapping[str, torch.Tensor]:
+    """A state dict: what ``load_tensors`` reads, which must map names to tensors."""
+    weights = load_tensors(file, what)
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ConfigError(f"{file} is not a {what}: it holds no state dict of tensors")
+    return weights
 
 
 def _reason(err: BaseException) -> str:

@@ -19,7 +19,7 @@ from raynas.atomic import write_atomic
 from raynas.errors import ConfigError, TrainingError
 from raynas.model_record import ModelRecord
 from raynas.protocol.final import FinalModel
-from raynas.safe_load import load_tensors
+from raynas.safe_load import load_weights
 from raynas.protocol.targets import SHORTLIST_RULES
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
@@ -158,7 +158,7 @@ def _trained_child(model: ModelRecord, result: TrainedChild) -> nn.Module:
     if result.weights is None:
         raise TrainingError(f"the Tune trial of {result.arch} must keep its weights, got none")
     child = model.build().export(model.space.arch(result.arch))
-    child.load_state_dict(load_tensors(result.weights, "child's weights file"))
+    child.load_state_dict(load_weights(result.weights, "child's weights file"))
     return child.eval()
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from raynas.errors import ConfigError
 from raynas.model_record import DataInfo, ModelRecord
-from raynas.safe_load import load_tensors
+from raynas.safe_load import load_weights
 from raynas.space import Arch, SearchSpace, space_from_dict
 from raynas.supernet._programs import PROGRAM_FILES, PreprocessedChild, build_programs
 from raynas.supernet.base import Supernet
@@ -264,7 +264,7 @@ def load_child(path: str | os.PathLike[str]) -> tuple[nn.Module, Arch, SearchSpa
     if not (folder / WEIGHTS_FILE).is_file():
         raise ConfigError(f"{folder} is not a complete child folder: {WEIGHTS_FILE} is missing")
     child = _skeleton(record)
-    _load_weights(child, load_tensors(folder / WEIGHTS_FILE, "child's weights file"), str(folder / WEIGHTS_FILE))
+    _load_weights(child, load_weights(folder / WEIGHTS_FILE, "child's weights file"), str(folder / WEIGHTS_FILE))
     return child, arch, space
 
 

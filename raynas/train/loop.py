@@ -100,7 +100,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     trainable = configure_trainable(model, config)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, feed.steps_per_epoch(), config)
-    start_epoch, step, history = _resume(model, optimizer, scheduler, loop_config)
+    start_epoch, step, history = _resume(model, optimizer, scheduler, loop_config.get("resume_from"),
+                                        loop_config.get("local_dir"))
     if rank == 0:
         _append_line(Path(loop_config["run_dir"]) / STARTS_FILE, {"from_epoch": start_epoch})
     counter = AllreduceCounter()
@@ -148,7 +149,7 @@ def run_epoch(
 
 
 def _resume(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loop_config: dict[str, Any]
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, resume_from: str | None, local_dir: str | None
 ) -> tuple[int, int, list[dict[str, Any]]]:
     """Continue from the newest complete checkpoint: Ray's latest, or the run folder's newest.
 
@@ -162,8 +163,7 @@ def _resume(
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             states.append(read_state(folder))
-    local_dir = loop_config.get("local_dir")
-    on_disk = [loop_config.get("resume_from"), local_dir and latest_checkpoint(Path(local_dir))]
+    on_disk = [resume_from, local_dir and latest_checkpoint(Path(local_dir))]
     states += [read_state(Path(path)) for path in on_disk if path]
     if not states:
         return 0, 0, []
