@@ -103,7 +103,10 @@ def test_main_job_ranks_by_an_estimator(ray_local, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "malformed term" in err and len(err.splitlines()) == 1, err
     assert main([*flags, "--estimator", "naswot"]) == 0
-    assert "children ranked by naswot" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "children ranked by naswot" in printed
+    for stage in ("short_train 2/2", "final_train 2/2"):  # each Tune stage says how far it got
+        assert re.search(rf"{stage} \(.*children/s\); 0 running, best val top-1 0\.\d{{4}}", printed), printed
     rows = pd.read_parquet(out / "results")
     assert set(rows["evaluator"]) == {"estimate", "short_train", "final_train", "test"}
     searched = rows[(rows["evaluator"] == "estimate") & (rows["status"] == "ok")]
