@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from raynas.errors import ConfigError
-from raynas.safe_load import load_tensors
 from raynas.model_record import DataInfo, ModelRecord
+from raynas.safe_load import load_tensors
 from raynas.space import SearchSpace, space_from_dict
 from raynas.supernet import Supernet
 from raynas.train.config import TrainConfig  # the config module alone: no Ray Train, no training loop

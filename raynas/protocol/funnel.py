@@ -54,8 +54,8 @@ class Funnel:
         return cls(rule, ranked_by, prescreened, rungs, final_epochs, targets)
 
     def how(self, target: float) -> str:
-        """One line for the final table, e.g. ``best of 9 under the budget by bn_score+flops, ASHA 9->3->1
-        at 2/6 epochs, retrained 30 epochs``."""
+        """One line for the final table, e.g. ``9 of 900 searched, under the budget by bn_score+flops;
+        ASHA 9->5 at 2/6 epochs; retrained 30 epochs``."""
         funnel = next(f for f in self.targets if f.target == float(target))
         where = "under the budget" if self.rule == "budget" else "in the cost band"
         counts = "->".join(str(funnel.reached[r]) for r in self.rungs)

@@ -19,10 +19,10 @@ from raynas.atomic import write_atomic
 from raynas.errors import ConfigError, TrainingError
 from raynas.model_record import ModelRecord
 from raynas.protocol.final import FinalModel
-from raynas.safe_load import load_weights
 from raynas.protocol.targets import SHORTLIST_RULES
 from raynas.protocol.tune_training import EarlyStopping, TrainedChild, train_on_tune
 from raynas.results import ResultStore
+from raynas.safe_load import load_weights
 from raynas.search.costs import CheapObjectives
 from raynas.space import SearchSpace
 from raynas.train.config import TrainConfig

@@ -163,8 +163,8 @@ def _resume(
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             states.append(read_state(folder))
-    on_disk = [resume_from, local_dir and latest_checkpoint(Path(local_dir))]
-    states += [read_state(Path(path)) for path in on_disk if path]
+    on_disk = {Path(path) for path in (resume_from, local_dir and latest_checkpoint(Path(local_dir))) if path}
+    states += [read_state(path) for path in on_disk]  # in local mode both are usually one folder: read once
     if not states:
         return 0, 0, []
     state = max(states, key=lambda s: s["epoch"])
